@@ -1,0 +1,114 @@
+"""The typed configuration file. Unknown fields are errors; every error names its field's path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    public_url: str | None = None  # base of image URLs handed to clients; default http://host:port
+    data_dir: str = "./imagegate-data"
+    max_body_mb: Annotated[float, Field(gt=0, le=1024)] = 64.0
+    request_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 300.0
+    image_url_ttl_seconds: Annotated[int, Field(gt=0)] = 3600
+    max_prompt_chars: Annotated[int, Field(gt=0)] = 32000
+
+
+class ClientKeySettings(_Strict):
+    """A client API key: given by the env var that holds it, or by its SHA-256 hex digest."""
+
+    name: str
+    key_env: str | None = None
+    sha256: str | None = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("must be 64 lowercase hex characters (sha256 of the key)")
+        return value
+
+
+class AuthSettings(_Strict):
+    """With no keys, the gateway is open (it then refuses to listen beyond loopback)."""
+
+    keys: list[ClientKeySettings] = []
+    allow_open_on_public_interface: bool = False
+
+
+class ProviderSettings(_Strict):
+    kind: str
+    base_url: str | None = None
+    keys: list[str] = []  # names of environment variables, one per upstream key of the pool
+    timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    options: dict[str, Any] = {}
+
+    @field_validator("keys")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _ENV_NAME.match(name):
+                raise ValueError(
+                    f"{name!r} is not an environment variable name; keys are referenced by the"
+                    " name of the variable that holds them, never written in the file"
+                )
+        return value
+
+
+class LimitSettings(_Strict):
+    images_per_minute: Annotated[int, Field(gt=0)] | None = None
+    requests_per_minute: Annotated[int, Field(gt=0)] | None = None
+    requests_per_day: Annotated[int, Field(gt=0)] | None = None
+    concurrency: Annotated[int, Field(gt=0)] | None = None
+
+
+class PriceSettings(_Strict):
+    per_image: Annotated[float, Field(ge=0)] = 0.0
+    per_image_by_tier: dict[str, Annotated[float, Field(ge=0)]] = {}
+    per_million_input_tokens: Annotated[float, Field(ge=0)] = 0.0
+    per_million_output_image_tokens: Annotated[float, Field(ge=0)] = 0.0
+
+
+class DeploymentSettings(_Strict):
+    provider: str
+    model: str
+    limits: LimitSettings = LimitSettings()
+    price: PriceSettings = PriceSettings()
+    options: dict[str, Any] = {}
+
+
+class RouteSettings(_Strict):
+    candidates: Annotated[list[str], Field(min_length=1)]
+    description: str | None = None
+
+
+class Settings(_Strict):
+    server: ServerSettings = ServerSettings()
+    auth: AuthSettings = AuthSettings()
+    providers: dict[str, ProviderSettings] = {}
+    deployments: dict[str, DeploymentSettings] = {}
+    routes: dict[str, RouteSettings] = {}
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _route_shorthand(cls, value: Any) -> Any:
+        # `routes: {alias: [dep-a, dep-b]}` is shorthand for `{alias: {candidates: [...]}}`.
+        if isinstance(value, dict):
+            return {k: {"candidates": v} if isinstance(v, list) else v for k, v in value.items()}
+        return value
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.server.data_dir).expanduser()

@@ -1,0 +1,1 @@
+"""The shared vocabulary: request, result, deployment, errors. Imports nothing from imagegate."""

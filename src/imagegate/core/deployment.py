@@ -1,0 +1,63 @@
+"""Deployment: one concrete way to serve a model — provider, upstream model, keys, limits, price."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamKey:
+    """An upstream credential. `id` is safe to log and book; `secret` stays in the provider call."""
+
+    id: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    images_per_minute: int | None = None
+    requests_per_minute: int | None = None
+    requests_per_day: int | None = None
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """List price in USD. Per image, optionally by resolution tier; token prices where billed."""
+
+    per_image: float = 0.0
+    per_image_by_tier: Mapping[str, float] = field(default_factory=dict)
+    per_million_input_tokens: float = 0.0
+    per_million_output_image_tokens: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a deployment can honour. The router only sends it requests it can serve."""
+
+    max_n: int = 1  # images per upstream call; above this the router fans out
+    sizes: tuple[str, ...] | None = None  # exact WxH list; None = any size (mapped by provider)
+    aspect_ratios: tuple[str, ...] | None = None
+    resolutions: tuple[str, ...] | None = None
+    output_formats: tuple[str, ...] = ("png",)
+    qualities: tuple[str, ...] = ("auto",)
+    transparent_background: bool = False
+    max_input_images: int = 0
+    mask: bool = False
+    arbitrary_sizes: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    name: str
+    provider_name: str  # the configured provider entry
+    kind: str  # provider kind: simulator | gemini | openai | ...
+    model: str  # the upstream model name
+    base_url: str
+    keys: tuple[UpstreamKey, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    price: Price = field(default_factory=Price)
+    timeout_seconds: float = 120.0
+    options: Mapping[str, Any] = field(default_factory=dict)

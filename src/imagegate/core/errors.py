@@ -1,0 +1,142 @@
+"""The error family.
+
+    ImagegateError
+    ├── ClientError              safe to show the client as is; rendered by each surface
+    │   ├── InvalidRequest         400, names the offending parameter
+    │   ├── PayloadTooLarge        413
+    │   ├── Unauthorized           401
+    │   ├── ModelNotFound          404, lists the models that exist
+    │   └── UnsupportedRequest     400, no candidate can serve a field of the request
+    ├── UpstreamError            one failed upstream attempt: FailureKind, status, provider code
+    │                            and message, retry hint, diagnosis (what is wrong, and the fix)
+    ├── AllCandidatesFailed      every candidate failed; carries the attempts in order
+    ├── ConfigError              the configuration is wrong; names the field's path
+    └── StorageError             an image could not be stored or read back
+
+Only ClientError, and the diagnosis of UpstreamError / AllCandidatesFailed, reach a client. Raw
+upstream bodies go to logs only, with keys redacted.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class FailureKind(enum.StrEnum):
+    """What went wrong with an upstream attempt; the router decides on it (router/decide.py)."""
+
+    QUOTA_ZERO = "quota_zero"
+    RATE_LIMITED = "rate_limited"
+    QUOTA_STUCK = "quota_stuck"
+    CAPACITY = "capacity"
+    BILLING = "billing"
+    AUTH = "auth"
+    BAD_REQUEST = "bad_request"
+    NOT_FOUND = "not_found"
+    SAFETY = "safety"
+    EMPTY = "empty"
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    MISMATCH = "mismatch"
+
+
+class ImagegateError(Exception):
+    """Base of every error imagegate raises on purpose."""
+
+
+class ClientError(ImagegateError):
+    """A problem with the client's request. Its message is written for the client."""
+
+    status = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(ClientError):
+    status = 400
+    code = "invalid_value"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unauthorized(ClientError):
+    status = 401
+    code = "invalid_api_key"
+
+
+class ModelNotFound(ClientError):
+    status = 404
+    code = "model_not_found"
+
+
+class UnsupportedRequest(ClientError):
+    status = 400
+    code = "unsupported_value"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailure:
+    deployment: str
+    kind: FailureKind
+    status: int | None
+    diagnosis: str
+
+
+class UpstreamError(ImagegateError):
+    """One upstream attempt failed.
+
+    `retry_after` is the upstream's own hint in seconds (RetryInfo, Retry-After), if it gave one.
+    `diagnosis` says what is wrong and how to fix it, in plain words, safe for the client; the raw
+    `provider_message` stays in logs.
+    """
+
+    def __init__(
+        self,
+        kind: FailureKind,
+        diagnosis: str,
+        *,
+        status: int | None = None,
+        provider_code: str | None = None,
+        provider_message: str | None = None,
+        retry_after: float | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(f"{kind}: {diagnosis}")
+        self.kind = kind
+        self.diagnosis = diagnosis
+        self.status = status
+        self.provider_code = provider_code
+        self.provider_message = provider_message
+        self.retry_after = retry_after
+        self.param = param
+        self.deployment: str | None = None
+
+
+class AllCandidatesFailed(ImagegateError):
+    """Every candidate of the route failed. `final` is the failure the client is told about."""
+
+    def __init__(self, final: UpstreamError, attempts: Sequence[AttemptFailure]) -> None:
+        super().__init__(final.diagnosis)
+        self.final = final
+        self.attempts = list(attempts)
+
+
+class ConfigError(ImagegateError):
+    """The configuration is wrong. Each problem names the path of the field."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+class StorageError(ImagegateError):
+    """An image could not be stored or read back."""

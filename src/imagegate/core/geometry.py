@@ -1,0 +1,70 @@
+"""Output geometry: pixel sizes, aspect ratios and resolution tiers, and the maps between them."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*$")
+_RATIO = re.compile(r"^\s*(\d{1,3})\s*:\s*(\d{1,3})\s*$")
+
+TIERS = ("512", "1K", "2K", "4K")
+# Longest edge of each tier, used both to pick a tier for a pixel size and to check results.
+TIER_EDGE = {"512": 512, "1K": 1024, "2K": 2048, "4K": 4096}
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    width: int
+    height: int
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @property
+    def aspect(self) -> float:
+        return self.width / self.height
+
+
+def parse_size(text: str) -> Size | None:
+    """`"1536x1024"` → Size(1536, 1024); None when the text is not of the form WxH."""
+    match = _SIZE.match(text)
+    if match is None:
+        return None
+    return Size(int(match.group(1)), int(match.group(2)))
+
+
+def parse_ratio(text: str) -> Fraction | None:
+    match = _RATIO.match(text)
+    if match is None or int(match.group(2)) == 0 or int(match.group(1)) == 0:
+        return None
+    return Fraction(int(match.group(1)), int(match.group(2)))
+
+
+def ratio_value(text: str) -> float:
+    ratio = parse_ratio(text)
+    if ratio is None:
+        raise ValueError(f"not an aspect ratio: {text!r}")
+    return float(ratio)
+
+
+def nearest_ratio(aspect: float, choices: tuple[str, ...]) -> str:
+    """The supported ratio closest to `aspect`, on a log scale (2:1 and 1:2 are equally far)."""
+    return min(choices, key=lambda choice: abs(math.log(ratio_value(choice) / aspect)))
+
+
+def tier_for(size: Size, tiers: tuple[str, ...]) -> str:
+    """The smallest tier whose edge covers the longest side, or the largest tier offered."""
+    longest = max(size.width, size.height)
+    ordered = sorted(tiers, key=TIER_EDGE.__getitem__)
+    for tier in ordered:
+        # A little slack: 1K Gemini images are 1024 on the long side only at 1:1 (1344 at 16:9).
+        if longest <= TIER_EDGE[tier] * 1.35:
+            return tier
+    return ordered[-1]
+
+
+def aspect_matches(actual: Size, wanted_aspect: float, tolerance: float = 0.03) -> bool:
+    return abs(actual.aspect / wanted_aspect - 1.0) <= tolerance

@@ -1,0 +1,68 @@
+"""ImageRequest: what a client asked for, in the gateway's terms, whatever surface it used."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from imagegate.core.geometry import Size, ratio_value
+
+
+class Quality(enum.StrEnum):
+    AUTO = "auto"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class Background(enum.StrEnum):
+    AUTO = "auto"
+    TRANSPARENT = "transparent"
+    OPAQUE = "opaque"
+
+
+@dataclass(frozen=True, slots=True)
+class InputImage:
+    data: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """One client request.
+
+    Geometry is either a pixel `size`, or an `aspect_ratio` with a `resolution` tier
+    (512/1K/2K/4K), or neither (the model's default). `deadline` is a `time.monotonic()` instant
+    after which no attempt may start. `passthrough` holds provider-specific fields that have no
+    unified meaning, keyed by provider kind, and is forwarded, never dropped.
+    """
+
+    prompt: str
+    model: str
+    n: int = 1
+    size: Size | None = None
+    aspect_ratio: str | None = None
+    resolution: str | None = None
+    quality: Quality = Quality.AUTO
+    output_format: str | None = None  # png | jpeg | webp; None = what the model gives
+    output_compression: int | None = None
+    background: Background = Background.AUTO
+    seed: int | None = None
+    input_images: tuple[InputImage, ...] = ()
+    mask: InputImage | None = None
+    client_id: str | None = None
+    request_id: str = ""
+    deadline: float | None = None
+    idempotency_key: str | None = None
+    user: str | None = None
+    passthrough: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def wanted_aspect(self) -> float | None:
+        if self.size is not None:
+            return self.size.aspect
+        if self.aspect_ratio is not None:
+            return ratio_value(self.aspect_ratio)
+        return None

@@ -1,0 +1,130 @@
+"""The composition root: settings → providers → route table → router, plus storage.
+
+Surfaces hold one Gateway and call `generate`; they never see providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+
+import aiohttp
+
+from imagegate.config.loader import check_references, check_secrets
+from imagegate.config.settings import Settings
+from imagegate.core.deployment import Deployment, Limits, Price, UpstreamKey
+from imagegate.core.errors import ConfigError
+from imagegate.core.payload import HeldB64, decode
+from imagegate.core.request import ImageRequest
+from imagegate.core.result import GeneratedImage, ImageResult
+from imagegate.output.convert import transcode
+from imagegate.policy.clients import ClientKeys
+from imagegate.providers import registry
+from imagegate.providers._http import make_session
+from imagegate.router.router import Router
+from imagegate.router.table import Candidate, Route, RouteTable
+from imagegate.storage.local import LocalImageStore, UrlSigner, load_or_create_secret
+
+
+def validate(settings: Settings) -> list[str]:
+    """Every problem with `settings` that would stop the gateway from starting."""
+    problems = check_references(settings, set(registry.KINDS))
+    problems += check_secrets(settings)
+    for name, provider in settings.providers.items():
+        known = provider.kind in registry.KINDS
+        if known and not provider.keys and registry.provider_class(provider.kind).needs_key:
+            problems.append(
+                f"providers.{name}.keys: a {provider.kind} provider needs at least one key"
+                " (the name of an environment variable that holds it)"
+            )
+    return problems
+
+
+def build_deployments(settings: Settings) -> dict[str, Deployment]:
+    deployments: dict[str, Deployment] = {}
+    for name, spec in settings.deployments.items():
+        provider = settings.providers[spec.provider]
+        keys = tuple(
+            UpstreamKey(id=f"{spec.provider}:{var}", secret=os.environ[var])
+            for var in provider.keys
+        )
+        base_url = provider.base_url or registry.provider_class(provider.kind).default_base_url
+        deployments[name] = Deployment(
+            name=name,
+            provider_name=spec.provider,
+            kind=provider.kind,
+            model=spec.model,
+            base_url=base_url.rstrip("/"),
+            keys=keys,
+            limits=Limits(**spec.limits.model_dump()),
+            price=Price(**spec.price.model_dump()),
+            timeout_seconds=provider.timeout_seconds,
+            options={**provider.options, **spec.options},
+        )
+    return deployments
+
+
+class Gateway:
+    """Everything a surface needs, built from settings. Use `async with Gateway.start(settings)`."""
+
+    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
+        problems = validate(settings)
+        if problems:
+            raise ConfigError(problems)
+        self.settings = settings
+        self.session = session
+        deployments = build_deployments(settings)
+        candidates = {
+            name: Candidate(dep, registry.provider_class(dep.kind)(dep, session))
+            for name, dep in deployments.items()
+        }
+        self.routes = RouteTable(
+            {
+                alias: Route(alias, tuple(candidates[c] for c in route.candidates))
+                for alias, route in settings.routes.items()
+            }
+        )
+        self.router = Router(self.routes)
+        self.clients = ClientKeys.from_settings(settings.auth)
+        images = settings.data_path / "images"
+        self.store = LocalImageStore(images)
+        self.signer = UrlSigner(
+            load_or_create_secret(settings.data_path / "url-signing.key"),
+            settings.server.image_url_ttl_seconds,
+        )
+
+    @classmethod
+    def create(cls, settings: Settings) -> Gateway:
+        return cls(settings, make_session())
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+    def model_names(self) -> list[str]:
+        return sorted(self.routes.routes)
+
+    async def generate(self, request: ImageRequest) -> ImageResult:
+        """Route the request, then bring each image to the format the client asked for."""
+        result = await self.router.generate(request)
+        wanted = request.output_format
+        if wanted is not None and any(image.format != wanted for image in result.images):
+            try:
+                result.images = [await self._convert(image, request) for image in result.images]
+            except BaseException:
+                await result.aclose()
+                raise
+            result.notes.append(f"transcoded to {wanted}")
+        return result
+
+    async def _convert(self, image: GeneratedImage, request: ImageRequest) -> GeneratedImage:
+        wanted = request.output_format
+        if wanted is None or image.format == wanted:
+            return image
+        data = await decode(image.source)
+        encoded, width, height = await asyncio.to_thread(
+            transcode, data, wanted, request.output_compression
+        )
+        return dataclasses.replace(
+            image, format=wanted, width=width, height=height, source=HeldB64.from_bytes(encoded)
+        )

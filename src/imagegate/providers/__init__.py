@@ -1,0 +1,1 @@
+"""Providers: one module per upstream API behind the interface in base.py."""

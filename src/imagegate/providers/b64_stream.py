@@ -1,0 +1,141 @@
+"""Find the base64 image text inside an upstream JSON answer without parsing or decoding it.
+
+The answer's small JSON skeleton (everything but the base64 strings) is parsed normally; the
+base64 text is sliced out by a byte search. For an answer that holds one image, the slice is
+streamed: the head up to the image header is read, and the rest is handed to the client as it
+arrives. Base64 has no `"` and, from the providers we know, no JSON escapes; a `\\/` escape is
+still handled by dropping backslashes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import aiohttp
+
+from imagegate.core.imageinfo import MAX_HEADER_B64, ImageInfo, NotAnImage, sniff_b64
+from imagegate.core.payload import B64Source, TruncatedImage
+
+# Cap on how much of a non-image answer we hold (error bodies, empty 200s).
+MAX_PLAIN_BODY = 8 * 1024 * 1024
+
+
+def split_b64_fields(body: bytes, marker: re.Pattern[bytes]) -> tuple[bytes, list[bytes]]:
+    """(skeleton, slices): the body with every marked string emptied, and the strings' contents.
+
+    `marker` must match up to and including the string's opening quote, e.g.
+    `rb'"b64_json"\\s*:\\s*"'`. The skeleton is still valid JSON, with those strings now "".
+    """
+    parts: list[bytes] = []
+    slices: list[bytes] = []
+    pos = 0
+    while (match := marker.search(body, pos)) is not None:
+        end = body.find(b'"', match.end())
+        if end < 0:
+            break  # unterminated string: leave it in the skeleton; the JSON parse will say so
+        parts.append(body[pos : match.end()])
+        slices.append(_unescape(body[match.end() : end]))
+        pos = end
+    parts.append(body[pos:])
+    return b"".join(parts), slices
+
+
+def _unescape(text: bytes) -> bytes:
+    return text.replace(b"\\", b"") if b"\\" in text else text
+
+
+@dataclass(slots=True)
+class PlainBody:
+    """The whole answer: it held no image marker (an error, or a 200 without an image)."""
+
+    body: bytes
+
+
+@dataclass(slots=True)
+class ImageHead:
+    """The answer up to its image: the head of the skeleton, the header facts, and the stream."""
+
+    head: bytes
+    info: ImageInfo
+    source: StreamedB64
+
+
+async def read_until_image(
+    response: aiohttp.ClientResponse,
+    marker: re.Pattern[bytes],
+    on_tail: Callable[[bytes], None],
+) -> PlainBody | ImageHead:
+    """Read `response` until the first marked base64 string and its image header.
+
+    `on_tail` receives the rest of the skeleton (from the closing quote on) once the stream has
+    been read to its end. Raises NotAnImage if the marked string does not start with an image.
+    """
+    content = response.content
+    buf = b""
+    searched = 0
+    while (match := marker.search(buf, max(0, searched - 64))) is None:
+        searched = len(buf)
+        chunk = await content.readany()
+        if not chunk:
+            return PlainBody(buf)
+        buf += chunk
+        if len(buf) > MAX_PLAIN_BODY:
+            raise NotAnImage("upstream answer too large and without an image")
+    head, rest = buf[: match.end()], buf[match.end() :]
+    info = None
+    while True:
+        end = rest.find(b'"')
+        info = sniff_b64(_unescape(rest if end < 0 else rest[:end]))
+        if info is not None or end >= 0:
+            break
+        if len(rest) > MAX_HEADER_B64:
+            raise NotAnImage("no image header in the first 256 KB of image data")
+        chunk = await content.readany()
+        if not chunk:
+            raise TruncatedImage("upstream answer ended inside the image data")
+        rest += chunk
+    if info is None:
+        raise NotAnImage("image data too short to hold an image header")
+    return ImageHead(head, info, StreamedB64(response, rest, on_tail))
+
+
+class StreamedB64(B64Source):
+    """The rest of one base64 string, read from the upstream as the client takes it."""
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, first: bytes, on_tail: Callable[[bytes], None]
+    ) -> None:
+        self._response = response
+        self._first = first
+        self._on_tail = on_tail
+        self._used = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        if self._used:
+            raise RuntimeError("a streamed image can be read once")
+        self._used = True
+        data = self._first
+        self._first = b""
+        content = self._response.content
+        try:
+            while (end := data.find(b'"')) < 0:
+                if data:
+                    yield _unescape(data)
+                data = await content.readany()
+                if not data:
+                    raise TruncatedImage("upstream answer ended inside the image data")
+            if end:
+                yield _unescape(data[:end])
+            tail = data[end:] + await content.read()
+        except aiohttp.ClientError as exc:
+            raise TruncatedImage(f"upstream connection broke inside the image data: {exc}") from exc
+        finally:
+            self._response.release()
+        self._on_tail(tail)
+
+    async def aclose(self) -> None:
+        if not self._response.closed:
+            # Unread body: drop the connection rather than drain megabytes nobody wants.
+            self._response.close()

@@ -1,0 +1,21 @@
+"""Provider kinds → import strings. A module is imported only when a deployment uses its kind,
+so heavy optional backends stay behind their extras."""
+
+from __future__ import annotations
+
+import importlib
+from typing import cast
+
+from imagegate.providers.base import Provider
+
+KINDS: dict[str, str] = {
+    "simulator": "imagegate.providers.simulator:SimulatorProvider",
+    "gemini": "imagegate.providers.gemini:GeminiProvider",
+    "openai": "imagegate.providers.openai:OpenAIProvider",
+}
+
+
+def provider_class(kind: str) -> type[Provider]:
+    module_name, _, attr = KINDS[kind].partition(":")
+    module = importlib.import_module(module_name)
+    return cast("type[Provider]", getattr(module, attr))

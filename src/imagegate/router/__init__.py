@@ -1,0 +1,1 @@
+"""The router: route table → candidates → attempt → classify → decide."""

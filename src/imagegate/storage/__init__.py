@@ -1,0 +1,1 @@
+"""Where generated images are kept when a client asks for a URL instead of bytes."""

@@ -1,0 +1,91 @@
+"""The aiohttp application: middlewares, the surfaces' routes, and the gateway's lifetime."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from imagegate import __version__
+from imagegate.config.settings import Settings
+from imagegate.gateway import Gateway
+from imagegate.surfaces.context import GATEWAY, REQUEST_ID
+from imagegate.surfaces.openai import errors as openai_errors
+from imagegate.surfaces.openai import routes as openai_routes
+
+log = logging.getLogger("imagegate.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
+    rid = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+    request[REQUEST_ID] = rid
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["x-request-id"] = rid
+    return response
+
+
+@web.middleware
+async def errors_in_surface_format(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """No traceback reaches a client: unknown paths and crashes get the surface's error shape."""
+    http = request
+    try:
+        return await handler(http)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return openai_errors.error_response(
+            exc.status, _http_message(exc, http), code=exc.reason.lower().replace(" ", "_")
+        )
+    except Exception:
+        log.exception("unhandled error serving %s %s", http.method, http.path)
+        return openai_errors.error_response(
+            500,
+            "The gateway hit an internal error while serving this request; it has been logged"
+            f" with request id {http.get(REQUEST_ID, '?')}.",
+            code="internal_error",
+            error_type="server_error",
+        )
+
+
+def _http_message(exc: web.HTTPException, http: web.Request) -> str:
+    if exc.status == 404:
+        return (
+            f"Unknown path {http.path}. This gateway serves /v1/images/generations and /v1/models."
+        )
+    if exc.status == 405:
+        return f"Method {http.method} is not allowed on {http.path}."
+    return exc.reason
+
+
+async def healthz(http: web.Request) -> web.Response:
+    gateway = http.app[GATEWAY]
+    body = {"status": "ok", "version": __version__, "models": gateway.model_names()}
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def create_app(settings: Settings) -> web.Application:
+    """The app with a fresh Gateway; call inside the event loop that will serve it."""
+    return build_app(Gateway.create(settings))
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    max_bytes = int(gateway.settings.server.max_body_mb * 1024 * 1024)
+    middlewares: list[Middleware] = [request_ids, errors_in_surface_format]
+    app = web.Application(middlewares=middlewares, client_max_size=max_bytes)
+    app[GATEWAY] = gateway
+    app.router.add_get("/healthz", healthz)
+    openai_routes.add_routes(app)
+
+    async def close_gateway(_: web.Application) -> None:
+        await gateway.aclose()
+
+    app.on_cleanup.append(close_gateway)
+    return app

@@ -1,0 +1,1 @@
+"""OpenAI's Images API, exactly as the official SDK speaks it."""
