@@ -46,7 +46,10 @@ class Capabilities:
     transparent_background: bool = False
     max_input_images: int = 0
     mask: bool = False
-    arbitrary_sizes: bool = False
+    arbitrary_sizes: bool = False  # any WxH within the three rules below
+    size_multiple: int = 1
+    max_aspect: float | None = None
+    max_edge: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

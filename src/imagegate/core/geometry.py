@@ -56,12 +56,15 @@ def nearest_ratio(aspect: float, choices: tuple[str, ...]) -> str:
 
 
 def tier_for(size: Size, tiers: tuple[str, ...]) -> str:
-    """The smallest tier whose edge covers the longest side, or the largest tier offered."""
-    longest = max(size.width, size.height)
+    """The smallest tier whose images are about as large as `size` (by area), else the largest.
+
+    By area, because a tier's long edge varies with the aspect: Gemini's 1K is 1024×1024 at 1:1
+    but 1344×768 at 16:9; so 1536×1024 (1.6 MP) maps to 1K (~1 MP) rather than 2K (~4 MP).
+    """
+    area = size.width * size.height
     ordered = sorted(tiers, key=TIER_EDGE.__getitem__)
     for tier in ordered:
-        # A little slack: 1K Gemini images are 1024 on the long side only at 1:1 (1344 at 16:9).
-        if longest <= TIER_EDGE[tier] * 1.35:
+        if area <= (TIER_EDGE[tier] * 1.35) ** 2:
             return tier
     return ordered[-1]
 

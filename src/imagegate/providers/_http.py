@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import aiohttp
 
 from imagegate.core.errors import FailureKind, UpstreamError
+from imagegate.core.imageinfo import NotAnImage
+from imagegate.core.payload import TruncatedImage
+from imagegate.providers.b64_stream import MAX_PLAIN_BODY, ImageHead, PlainBody, read_until_image
 
 # Upstreams must not gzip base64 images: it costs far more CPU than it saves on the wire.
 NO_COMPRESSION = {"Accept-Encoding": "identity"}
@@ -84,3 +88,75 @@ def html_title(body: bytes) -> str:
     if start < 0 or end < 0:
         return ""
     return body[start + 7 : end].decode("utf-8", "replace").strip()
+
+
+async def post_for_image(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109 - a per-request aiohttp timeout, not a wait
+    provider: str,
+    marker: re.Pattern[bytes] | None,
+    classify: Callable[[int, Mapping[str, str], bytes], UpstreamError],
+    on_skeleton: Callable[[bytes], None],
+) -> PlainBody | ImageHead:
+    """POST a JSON request and read the answer up to its first image.
+
+    Non-2xx answers are read whole (bounded) and raised through `classify`. A 2xx answer with no
+    image comes back as PlainBody for the provider to parse or classify; one with an image comes
+    back as ImageHead, its connection still open for the stream (the caller owns closing it).
+    With `marker=None` a 2xx answer is read whole (answers that hold several images).
+    """
+    try:
+        response = await session.post(url, data=body, headers=headers, timeout=timeout)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise transport_error(exc, provider) from exc
+    try:
+        if response.status >= 300:
+            raw = await response.content.read(MAX_PLAIN_BODY)
+            raise classify(response.status, response.headers, raw)
+        if marker is None:
+            read: PlainBody | ImageHead = PlainBody(await response.read())
+        else:
+            read = await read_until_image(response, marker, on_skeleton)
+    except UpstreamError:
+        response.release()
+        raise
+    except NotAnImage as exc:
+        response.close()
+        raise UpstreamError(
+            FailureKind.EMPTY, f"{provider} answered 200 but its image data is unusable: {exc}"
+        ) from exc
+    except TruncatedImage as exc:
+        response.close()
+        raise UpstreamError(FailureKind.UNAVAILABLE, f"{provider}: {exc}") from exc
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        response.close()
+        raise transport_error(exc, provider) from exc
+    except BaseException:
+        response.close()
+        raise
+    if isinstance(read, PlainBody):
+        response.release()
+    return read
+
+
+def status_failure(status: int, provider: str, detail: str) -> UpstreamError | None:
+    """The kind implied by the HTTP status alone, for answers whose body says nothing usable
+    (HTML pages from proxies, empty bodies)."""
+    if status in (504, 524, 408):
+        what = "Cloudflare 524: the origin took too long" if status == 524 else "gateway timeout"
+        return UpstreamError(
+            FailureKind.TIMEOUT,
+            f"{provider} timed out ({what}{detail}); retry elsewhere or raise the timeout",
+            status=status,
+        )
+    if status >= 500 or status == 499:
+        return UpstreamError(
+            FailureKind.UNAVAILABLE,
+            f"{provider} is failing (HTTP {status}{detail}); this is on the provider's side",
+            status=status,
+        )
+    return None

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.core.imageinfo import MAX_HEADER_B64, ImageInfo, NotAnImage, sniff_b64
-from imagegate.core.payload import B64Source, TruncatedImage
+from imagegate.core.payload import B64Source, HeldB64, TruncatedImage
+from imagegate.core.result import GeneratedImage
 
 # Cap on how much of a non-image answer we hold (error bodies, empty 200s).
 MAX_PLAIN_BODY = 8 * 1024 * 1024
@@ -42,6 +44,24 @@ def split_b64_fields(body: bytes, marker: re.Pattern[bytes]) -> tuple[bytes, lis
     return b"".join(parts), slices
 
 
+def held_images(slices: list[bytes], provider: str) -> list[GeneratedImage]:
+    """Images from base64 slices held in memory; raises EMPTY if a slice is not an image."""
+    images = []
+    for b64 in slices:
+        try:
+            info = sniff_b64(b64[:MAX_HEADER_B64])
+        except NotAnImage as exc:
+            raise UpstreamError(
+                FailureKind.EMPTY, f"{provider} answered with image data that is unusable: {exc}"
+            ) from exc
+        if info is None:
+            raise UpstreamError(FailureKind.EMPTY, f"{provider} answered with truncated image data")
+        images.append(
+            GeneratedImage(info.format, info.width, info.height, HeldB64(b64), info.has_alpha)
+        )
+    return images
+
+
 def _unescape(text: bytes) -> bytes:
     return text.replace(b"\\", b"") if b"\\" in text else text
 
@@ -65,12 +85,12 @@ class ImageHead:
 async def read_until_image(
     response: aiohttp.ClientResponse,
     marker: re.Pattern[bytes],
-    on_tail: Callable[[bytes], None],
+    on_skeleton: Callable[[bytes], None],
 ) -> PlainBody | ImageHead:
     """Read `response` until the first marked base64 string and its image header.
 
-    `on_tail` receives the rest of the skeleton (from the closing quote on) once the stream has
-    been read to its end. Raises NotAnImage if the marked string does not start with an image.
+    `on_skeleton` receives the answer's skeleton (the answer with that string emptied) once the
+    stream has been read to its end. Raises NotAnImage if the string does not start with an image.
     """
     content = response.content
     buf = b""
@@ -98,18 +118,23 @@ async def read_until_image(
         rest += chunk
     if info is None:
         raise NotAnImage("image data too short to hold an image header")
-    return ImageHead(head, info, StreamedB64(response, rest, on_tail))
+    return ImageHead(head, info, StreamedB64(response, head, rest, on_skeleton))
 
 
 class StreamedB64(B64Source):
     """The rest of one base64 string, read from the upstream as the client takes it."""
 
     def __init__(
-        self, response: aiohttp.ClientResponse, first: bytes, on_tail: Callable[[bytes], None]
+        self,
+        response: aiohttp.ClientResponse,
+        head: bytes,
+        first: bytes,
+        on_skeleton: Callable[[bytes], None],
     ) -> None:
         self._response = response
+        self._head = head
         self._first = first
-        self._on_tail = on_tail
+        self._on_skeleton = on_skeleton
         self._used = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
@@ -133,7 +158,7 @@ class StreamedB64(B64Source):
             raise TruncatedImage(f"upstream connection broke inside the image data: {exc}") from exc
         finally:
             self._response.release()
-        self._on_tail(tail)
+        self._on_skeleton(self._head + tail)
 
     async def aclose(self) -> None:
         if not self._response.closed:

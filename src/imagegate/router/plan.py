@@ -30,6 +30,8 @@ def find_gap(caps: Capabilities, request: ImageRequest) -> Gap | None:
         size_text = str(request.size)
         if caps.sizes is not None and not caps.arbitrary_sizes and size_text not in caps.sizes:
             return Gap("size", f"sizes {', '.join(caps.sizes)}")
+        if caps.arbitrary_sizes and (gap := _arbitrary_size_gap(caps, request)) is not None:
+            return gap
         if caps.sizes is None and not caps.arbitrary_sizes and caps.aspect_ratios:
             aspect = request.size.aspect
             if not any(
@@ -52,4 +54,16 @@ def find_gap(caps: Capabilities, request: ImageRequest) -> Gap | None:
         return Gap("image", f"at most {caps.max_input_images} input images")
     if request.mask is not None and not caps.mask:
         return Gap("mask", "no mask")
+    return None
+
+
+def _arbitrary_size_gap(caps: Capabilities, request: ImageRequest) -> Gap | None:
+    size = request.size
+    assert size is not None
+    if size.width % caps.size_multiple or size.height % caps.size_multiple:
+        return Gap("size", f"sizes whose sides are multiples of {caps.size_multiple}")
+    if caps.max_aspect is not None and max(size.aspect, 1 / size.aspect) > caps.max_aspect + 1e-9:
+        return Gap("size", f"aspect ratios up to {caps.max_aspect:g}:1")
+    if caps.max_edge is not None and max(size.width, size.height) > caps.max_edge:
+        return Gap("size", f"sides up to {caps.max_edge} pixels")
     return None

@@ -26,10 +26,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
     request[REQUEST_ID] = rid
-    response = await handler(request)
-    if not response.prepared:
-        response.headers["x-request-id"] = rid
-    return response
+    return await handler(request)
+
+
+async def send_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    # A signal, not the middleware: streamed answers are already sent when a middleware resumes.
+    response.headers["x-request-id"] = request.get(REQUEST_ID) or "unknown"
 
 
 @web.middleware
@@ -78,9 +80,10 @@ async def create_app(settings: Settings) -> web.Application:
 
 def build_app(gateway: Gateway) -> web.Application:
     max_bytes = int(gateway.settings.server.max_body_mb * 1024 * 1024)
-    middlewares: list[Middleware] = [request_ids, errors_in_surface_format]
+    middlewares: list[Middleware] = [errors_in_surface_format, request_ids]
     app = web.Application(middlewares=middlewares, client_max_size=max_bytes)
     app[GATEWAY] = gateway
+    app.on_response_prepare.append(send_request_id)
     app.router.add_get("/healthz", healthz)
     openai_routes.add_routes(app)
 

@@ -13,12 +13,12 @@ from imagegate.core.errors import InvalidRequest, PayloadTooLarge
 from imagegate.gateway import Gateway
 
 GATEWAY = web.AppKey("gateway", Gateway)
-REQUEST_ID = "imagegate.request_id"
+REQUEST_ID = web.RequestKey("request_id", str)
 DEADLINE_HEADER = "x-imagegate-timeout"
 
 
 def request_id(http: web.Request) -> str:
-    return str(http[REQUEST_ID])
+    return http[REQUEST_ID]
 
 
 async def read_json(http: web.Request) -> Any:

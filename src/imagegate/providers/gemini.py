@@ -1,0 +1,192 @@
+"""Gemini Developer API image models through generateContent (shared/reference/gemini-image.md).
+
+Gemini has no `n`, no pixel size and no output format: the router fans n out as parallel calls,
+a pixel size becomes the nearest aspectRatio plus an imageSize tier, and the gateway transcodes
+when another format was asked for. responseModalities always includes IMAGE, because Gemini
+answers 200 with text only when it does not.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import aiohttp
+import orjson
+
+from imagegate.core.deployment import Capabilities, Deployment, UpstreamKey
+from imagegate.core.geometry import nearest_ratio, tier_for
+from imagegate.core.request import ImageRequest, Quality
+from imagegate.core.result import GeneratedImage, ImageResult, Usage
+from imagegate.providers._http import post_for_image, timeout_for
+from imagegate.providers.b64_stream import ImageHead, held_images, split_b64_fields
+from imagegate.providers.gemini_failures import classify_failure, classify_no_image
+
+RATIOS_10 = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
+RATIOS_14 = (*RATIOS_10, "1:4", "4:1", "1:8", "8:1")
+# Per model: aspect ratios and imageSize tiers. 2.5 Flash Image has no imageSize (always ~1K).
+MODELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "gemini-2.5-flash-image": (RATIOS_10, ("1K",)),
+    "gemini-2.5-flash-image-preview": (RATIOS_10, ("1K",)),
+    "gemini-3-pro-image-preview": (RATIOS_10, ("1K", "2K", "4K")),
+    "gemini-3-pro-image": (RATIOS_10, ("1K", "2K", "4K")),
+    "gemini-3.1-flash-image-preview": (RATIOS_14, ("512", "1K", "2K", "4K")),
+    "gemini-3.1-flash-image": (RATIOS_14, ("512", "1K", "2K", "4K")),
+}
+DEFAULT_MODEL_TRAITS = (RATIOS_10, ("1K", "2K", "4K"))
+# The inline image's base64: `"data": "` inside inlineData (or inline_data).
+IMAGE_MARKER = re.compile(rb'"data"\s*:\s*"')
+MODALITIES = ["TEXT", "IMAGE"]
+
+
+def capabilities_for(model: str) -> Capabilities:
+    ratios, tiers = MODELS.get(model, DEFAULT_MODEL_TRAITS)
+    return Capabilities(
+        max_n=1,
+        aspect_ratios=ratios,
+        resolutions=tiers,
+        output_formats=("png",),
+        qualities=("auto", "low", "medium", "high"),
+        max_input_images=14,
+    )
+
+
+def build_request(request: ImageRequest, deployment: Deployment) -> tuple[str, bytes]:
+    """(url, JSON body) of the generateContent call for one image."""
+    caps = capabilities_for(deployment.model)
+    image_config: dict[str, str] = {}
+    tier: str | None
+    if request.size is not None:
+        image_config["aspectRatio"] = nearest_ratio(request.size.aspect, caps.aspect_ratios or ())
+        tier = tier_for(request.size, caps.resolutions or ("1K",))
+    else:
+        if request.aspect_ratio is not None:
+            image_config["aspectRatio"] = request.aspect_ratio
+        tier = request.resolution or _tier_for_quality(request.quality, caps)
+    # 2.5 Flash Image takes no imageSize; sending one would be silently ignored at best.
+    if tier is not None and caps.resolutions != ("1K",):
+        image_config["imageSize"] = tier
+    parts: list[dict[str, Any]] = [{"text": request.prompt}]
+    for image in request.input_images:
+        parts.append({"inlineData": {"mimeType": image.mime_type, "data": _b64(image.data)}})
+    config: dict[str, Any] = {"responseModalities": MODALITIES}
+    if image_config:
+        config["imageConfig"] = image_config
+    if request.seed is not None:
+        config["seed"] = request.seed
+    body: dict[str, Any] = {
+        "contents": [{"role": "user", "parts": parts}],
+        "generationConfig": config,
+    }
+    _merge(body, request.passthrough.get("gemini", {}))
+    url = f"{deployment.base_url}/models/{deployment.model}:generateContent"
+    return url, orjson.dumps(body)
+
+
+def _tier_for_quality(quality: Quality, caps: Capabilities) -> str | None:
+    if quality is Quality.HIGH and caps.resolutions and "2K" in caps.resolutions:
+        return "2K"
+    return None  # the model's default, 1K
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    """Deep-merge passthrough fields into the body: explicit client fields win."""
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def parse_skeleton(skeleton: Mapping[str, Any], result: ImageResult) -> None:
+    """Fill `result`'s text and usage from the answer's JSON (its image strings emptied)."""
+    candidates = skeleton.get("candidates") or []
+    if candidates:
+        parts = (candidates[0].get("content") or {}).get("parts") or []
+        texts = [p["text"] for p in parts if "text" in p and not p.get("thought")]
+        result.text = "".join(texts) or None
+    result.usage = usage_of(skeleton.get("usageMetadata") or {})
+
+
+def usage_of(meta: Mapping[str, Any]) -> Usage:
+    usage = Usage()
+    for detail in meta.get("promptTokensDetails") or []:
+        if detail.get("modality") == "IMAGE":
+            usage.input_image_tokens += int(detail.get("tokenCount") or 0)
+        else:
+            usage.input_text_tokens += int(detail.get("tokenCount") or 0)
+    for detail in meta.get("candidatesTokensDetails") or []:
+        if detail.get("modality") == "IMAGE":
+            usage.output_image_tokens += int(detail.get("tokenCount") or 0)
+        else:
+            usage.output_text_tokens += int(detail.get("tokenCount") or 0)
+    usage.output_text_tokens += int(meta.get("thoughtsTokenCount") or 0)
+    if not usage.input_tokens:
+        usage.input_text_tokens = int(meta.get("promptTokenCount") or 0)
+    return usage
+
+
+class GeminiProvider:
+    kind: ClassVar[str] = "gemini"
+    default_base_url: ClassVar[str] = "https://generativelanguage.googleapis.com/v1beta"
+    needs_key: ClassVar[bool] = True
+
+    def __init__(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
+        self.deployment = deployment
+        self.capabilities = capabilities_for(deployment.model)
+        self._session = session
+
+    async def generate(self, request: ImageRequest, key: UpstreamKey | None) -> ImageResult:
+        url, body = build_request(request, self.deployment)
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["x-goog-api-key"] = key.secret
+        result = ImageResult(
+            images=[],
+            provider=self.kind,
+            deployment=self.deployment.name,
+            model=self.deployment.model,
+        )
+        read = await post_for_image(
+            self._session,
+            url,
+            body,
+            headers,
+            timeout=timeout_for(request.deadline, self.deployment.timeout_seconds),
+            provider="Gemini",
+            marker=IMAGE_MARKER,
+            classify=classify_failure,
+            on_skeleton=lambda skeleton: _complete(skeleton, result),
+        )
+        if isinstance(read, ImageHead):
+            info = read.info
+            result.images.append(
+                GeneratedImage(info.format, info.width, info.height, read.source, info.has_alpha)
+            )
+            return result
+        return self._whole_answer(read.body, result)
+
+    def _whole_answer(self, body: bytes, result: ImageResult) -> ImageResult:
+        skeleton_bytes, slices = split_b64_fields(body, IMAGE_MARKER)
+        try:
+            skeleton = orjson.loads(skeleton_bytes)
+        except orjson.JSONDecodeError as exc:
+            raise classify_failure(200, {}, body) from exc
+        parse_skeleton(skeleton, result)
+        result.images = held_images(slices, "Gemini")
+        if not result.images:
+            raise classify_no_image(skeleton, MODALITIES)
+        return result
+
+
+def _complete(skeleton: bytes, result: ImageResult) -> None:
+    try:
+        parse_skeleton(orjson.loads(skeleton), result)
+    except orjson.JSONDecodeError:
+        result.notes.append("the upstream answer after the image was unreadable; usage unknown")
