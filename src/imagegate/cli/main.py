@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -204,7 +205,7 @@ async def _generate(settings: Settings, body: dict[str, object], output: Path) -
             wire,
             request_id="cli",
             client_id="cli",
-            deadline=asyncio.get_running_loop().time() + settings.server.request_timeout_seconds,
+            deadline=time.monotonic() + settings.server.request_timeout_seconds,
         )
         result = await gateway.generate(request)
     except ClientError as exc:
