@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-
 from openai import AsyncOpenAI
 
 from imagegate.config.loader import parse_settings

@@ -47,7 +47,7 @@ CASES = [
         status_body(
             429,
             "RESOURCE_EXHAUSTED",
-            "You exceeded your current quota... limit: 0",
+            "You exceeded your current quota, please check your plan and billing details. Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: 0",
             quota("0", "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"),
             RETRY,
         ),

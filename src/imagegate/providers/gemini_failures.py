@@ -88,7 +88,14 @@ def _classify_status(
             " for the key's project and check its API restrictions",
             **common,
         )
-    if rpc_status == "FAILED_PRECONDITION" or status == 402 or "billing" in message.lower():
+    if status == 429:
+        # Before the billing check: quota messages say "check your plan and billing details".
+        return _classify_quota(headers, message, details, common)
+    if (
+        rpc_status == "FAILED_PRECONDITION"
+        or status == 402
+        or (status == 400 and "billing" in message.lower())
+    ):
         return UpstreamError(
             K.BILLING,
             "Gemini refuses this key for billing reasons: enable billing on the key's Google"
@@ -102,8 +109,6 @@ def _classify_status(
             " deployment's model name and the base_url's API version (v1beta or v1)",
             **common,
         )
-    if status == 429 or rpc_status == "RESOURCE_EXHAUSTED":
-        return _classify_quota(headers, message, details, common)
     if status == 400 or rpc_status == "INVALID_ARGUMENT":
         return UpstreamError(
             K.BAD_REQUEST,
