@@ -23,7 +23,7 @@ from imagegate.router.decide import decide
 from imagegate.router.plan import Gap, find_gap
 from imagegate.router.table import Candidate, RouteTable
 
-MAX_ATTEMPTS = 8  # per client request, across candidates: a bound on the worst case
+MAX_ATTEMPTS = 8  # attempts per client request, across candidates: bounds the worst case
 
 
 class Router:
@@ -82,6 +82,7 @@ class _Run:
         self.results: list[ImageResult] = []
         self.records: list[Attempt] = []
         self.errors: list[UpstreamError] = []
+        self.attempts = 0  # one attempt may be several parallel calls (fan-out)
 
     async def try_candidate(self, candidate: Candidate, *, is_last: bool) -> bool:
         """Attempt `candidate` until it yields the images, or the action says move on.
@@ -89,9 +90,10 @@ class _Run:
         Returns False when the request must stop here (no fall-over for this failure kind).
         """
         retry = 0
-        while self.needed > 0 and len(self.records) < MAX_ATTEMPTS:
+        while self.needed > 0 and self.attempts < MAX_ATTEMPTS:
             if self._deadline_passed():
                 return False
+            self.attempts += 1
             key = candidate.next_key()
             outcome = await run_attempt(candidate, self.request, self.needed, key)
             self.records.extend(outcome.records)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import web
 
-from imagegate.core.errors import AllCandidatesFailed, ClientError, InvalidRequest, ModelNotFound
+from imagegate.core.errors import AllCandidatesFailed, ClientError, Unauthorized
 from imagegate.core.payload import TruncatedImage, decode
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import ImageResult
@@ -64,10 +64,14 @@ async def _stream(
     try:
         async for piece in pieces:
             await response.write(piece)
+        await response.write_eof()
     except TruncatedImage:
-        http.transport and http.transport.close()  # type: ignore[func-returns-value]
-        return response
-    await response.write_eof()
+        # Too late for an error status: cut the connection so the client sees a broken answer,
+        # never a complete-looking one.
+        if http.transport is not None:
+            http.transport.close()
+    except ConnectionResetError:
+        pass  # the client went away; the finally in the handler releases the upstream
     return response
 
 
@@ -135,8 +139,6 @@ async def get_model(http: web.Request) -> web.Response:
     try:
         gateway.clients.authenticate(_bearer(http))
         gateway.routes.route(name)
-    except ModelNotFound as exc:
-        return errors.client_error(exc)
     except ClientError as exc:
         return errors.client_error(exc)
     return web.Response(body=orjson.dumps(_model(name)), content_type="application/json")
@@ -152,7 +154,7 @@ def _bearer(http: web.Request) -> str | None:
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     if header:
-        raise InvalidRequest("The Authorization header must be 'Bearer <key>'.", param=None)
+        raise Unauthorized("The Authorization header must be 'Bearer <key>'.")
     return None
 
 
