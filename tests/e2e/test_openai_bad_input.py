@@ -75,9 +75,12 @@ async def test_size_no_candidate_supports_names_the_field(
 
 
 async def raw_post(base: str, data: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{base}/v1/images/generations", data=data, headers={"Content-Type": content_type}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{base}/v1/images/generations", data=data, headers={"Content-Type": content_type}
+        ) as response,
+    ):
         return response.status, await response.json()
 
 
