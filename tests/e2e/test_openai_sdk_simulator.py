@@ -110,3 +110,15 @@ async def test_client_keys_are_required_when_configured(
         model="sim-image", prompt="x"
     )
     assert result.data
+
+
+async def test_stream_true_sends_one_completed_event_per_image(
+    openai_client: MakeClient, sim_gateway: str
+) -> None:
+    stream = await openai_client(sim_gateway).images.generate(
+        model="sim-image", prompt="a kite", n=2, size="1024x1536", stream=True
+    )
+    events = [event async for event in stream]
+    assert [e.type for e in events] == ["image_generation.completed"] * 2
+    for event in events:
+        assert decode_image(event.b64_json).size == (1024, 1536)  # type: ignore[union-attr]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -87,8 +89,34 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/healthz", healthz)
     openai_routes.add_routes(app)
 
+    app.cleanup_ctx.append(_sweep_expired_images)
+
     async def close_gateway(_: web.Application) -> None:
         await gateway.aclose()
 
     app.on_cleanup.append(close_gateway)
     return app
+
+
+async def _sweep_expired_images(app: web.Application) -> AsyncIterator[None]:
+    """Delete stored images once their URLs have expired, for as long as the app runs."""
+    gateway = app[GATEWAY]
+    ttl = gateway.settings.server.image_url_ttl_seconds
+
+    async def sweep_forever() -> None:
+        while True:
+            try:
+                removed = await gateway.store.delete_older_than(ttl)
+            except OSError:
+                log.exception("sweeping expired images failed")
+            else:
+                if removed:
+                    log.info("removed %d expired image(s)", removed)
+            await asyncio.sleep(min(ttl, 600))
+
+    # Owned by the app's lifetime: cancelled and awaited at shutdown, never left running.
+    task = asyncio.create_task(sweep_forever(), name="imagegate-image-sweep")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
