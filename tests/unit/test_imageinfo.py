@@ -53,3 +53,11 @@ def test_not_an_image_is_refused() -> None:
         sniff(b"<html><body>502 Bad Gateway</body></html>")
     with pytest.raises(NotAnImage):
         sniff_b64(b"!!!!not-base64!!!!!!!!!!")
+
+
+def test_jpeg_header_behind_a_large_segment_is_still_found() -> None:
+    out = io.BytesIO()
+    Image.new("RGB", (300, 200)).save(out, format="JPEG", exif=b"Exif\x00\x00" + b"\x00" * 30_000)
+    b64 = base64.b64encode(out.getvalue())
+    info = sniff_b64(b64)
+    assert info is not None and (info.width, info.height) == (300, 200)

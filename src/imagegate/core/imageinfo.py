@@ -60,7 +60,20 @@ def sniff(data: bytes) -> ImageInfo | None:
 
 
 def sniff_b64(b64_prefix: bytes) -> ImageInfo | None:
-    """Like `sniff`, on the start of the image's base64 text (either alphabet)."""
+    """Like `sniff`, on the start of the image's base64 text (either alphabet).
+
+    Decodes a growing prefix (64 characters hold a PNG or WebP header; JPEG may need more), so
+    the cost stays tiny however much text is passed: this runs once per image on the hot path.
+    """
+    step = 64
+    while True:
+        info = _sniff_b64_prefix(b64_prefix[:step])
+        if info is not None or step >= len(b64_prefix):
+            return info
+        step *= 8
+
+
+def _sniff_b64_prefix(b64_prefix: bytes) -> ImageInfo | None:
     usable = len(b64_prefix) - len(b64_prefix) % 4
     if usable < 16:
         return None

@@ -107,7 +107,7 @@ async def read_until_image(
     info = None
     while True:
         end = rest.find(b'"')
-        info = sniff_b64(_unescape(rest if end < 0 else rest[:end]))
+        info = sniff_b64(_unescape(rest[: MAX_HEADER_B64 if end < 0 else end]))
         if info is not None or end >= 0:
             break
         if len(rest) > MAX_HEADER_B64:

@@ -62,7 +62,7 @@ async def _stream(
     response.content_type = content_type
     await response.prepare(http)
     try:
-        async for piece in pieces:
+        async for piece in coalesce(pieces):
             await response.write(piece)
         await response.write_eof()
     except TruncatedImage:
@@ -89,6 +89,24 @@ async def _url_response(
         content_type="application/json",
         headers=_served_headers(result),
     )
+
+
+async def coalesce(pieces: AsyncIterator[bytes], at_least: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """Join small pieces (JSON punctuation, the answer's head and tail) into the next large one.
+
+    Each write is a chunk frame and a send call; an answer has a dozen pieces, half of them a
+    few bytes long, so joining them saves syscalls without holding more than one large piece.
+    """
+    pending: list[bytes] = []
+    size = 0
+    async for piece in pieces:
+        pending.append(piece)
+        size += len(piece)
+        if size >= at_least:
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 def _served_headers(result: ImageResult) -> dict[str, str]:
