@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from collections.abc import Mapping
 
 import aiohttp
 
 from imagegate.config.loader import check_references, check_secrets
-from imagegate.config.settings import Settings
+from imagegate.config.settings import RouteSettings, Settings
 from imagegate.core.deployment import Deployment, Limits, Price, UpstreamKey
-from imagegate.core.errors import ConfigError
+from imagegate.core.errors import ConfigError, FailureKind
 from imagegate.core.payload import HeldB64, decode
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import GeneratedImage, ImageResult
@@ -22,8 +23,10 @@ from imagegate.output.convert import transcode
 from imagegate.policy.clients import ClientKeys
 from imagegate.providers import registry
 from imagegate.providers._http import make_session
+from imagegate.router.health import HealthBoard
+from imagegate.router.pacer import MemoryPacer
 from imagegate.router.router import Router
-from imagegate.router.table import Candidate, Route, RouteTable
+from imagegate.router.table import Candidate, HedgePolicy, Route, RoutePolicy, RouteTable
 from imagegate.storage.local import LocalImageStore, UrlSigner, load_or_create_secret
 
 
@@ -65,6 +68,18 @@ def build_deployments(settings: Settings) -> dict[str, Deployment]:
     return deployments
 
 
+def route_policy(route: RouteSettings, candidates: Mapping[str, Candidate]) -> RoutePolicy:
+    hedge = route.hedge
+    return RoutePolicy(
+        fall_over_on_safety=route.fall_over_on_safety,
+        retries={FailureKind(kind): count for kind, count in route.retries.items()},
+        variants={source: candidates[sibling] for source, sibling in route.variants.items()},
+        hedge=None
+        if hedge is None
+        else HedgePolicy(hedge.percentile, hedge.min_seconds, hedge.initial_seconds),
+    )
+
+
 class Gateway:
     """Everything a surface needs, built from settings. Use `async with Gateway.start(settings)`."""
 
@@ -81,11 +96,20 @@ class Gateway:
         }
         self.routes = RouteTable(
             {
-                alias: Route(alias, tuple(candidates[c] for c in route.candidates))
+                alias: Route(
+                    alias,
+                    tuple(candidates[c] for c in route.candidates),
+                    route_policy(route, candidates),
+                )
                 for alias, route in settings.routes.items()
             }
         )
-        self.router = Router(self.routes)
+        self.pacer = MemoryPacer()
+        for candidate in candidates.values():
+            for slot in candidate.slots:
+                self.pacer.register(slot, candidate.deployment.limits)
+        self.health = HealthBoard()
+        self.router = Router(self.routes, self.pacer, self.health)
         self.clients = ClientKeys.from_settings(settings.auth)
         images = settings.data_path / "images"
         self.store = LocalImageStore(images)

@@ -234,6 +234,57 @@ def _numbered(path: Path, number: int) -> Path:
     return path.with_name(f"{path.stem}-{number}{path.suffix}")
 
 
+@app.command()
+def doctor(
+    config: ConfigOption = None,
+    deployment: Annotated[
+        list[str] | None,
+        typer.Option("--deployment", "-d", help="Probe only this deployment (repeatable)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reports as JSON.")] = False,
+    skip_parameters: Annotated[
+        bool,
+        typer.Option("--skip-parameters", help="Skip the 16:9/2K check: one call less each."),
+    ] = False,
+) -> None:
+    """Probe each deployment with real, billable calls: what works, what is wrong, the fix.
+
+    Exit status: 0 all healthy, 1 a check failed, 2 the configuration is wrong.
+    """
+    from imagegate import doctor as checkup
+
+    settings = _load(config)
+    # With --json, stdout carries the JSON alone; the note on costs goes to stderr.
+    notice = err if as_json else out
+    try:
+        reports = asyncio.run(
+            checkup.diagnose(
+                settings,
+                deployments=deployment,
+                check_parameters=not skip_parameters,
+                announce=lambda plan: notice.print(
+                    checkup.describe_plan(plan), highlight=False, soft_wrap=True
+                ),
+            )
+        )
+    except ConfigError as exc:
+        _fail_config(config, exc.problems)
+    if as_json:
+        typer.echo(checkup.to_json(reports))
+    else:
+        tones = {"title": "bold", "ok": "green", "fail": "red", "skip": "dim", "fix": "yellow"}
+        for line in checkup.render(reports):
+            # soft_wrap: a fix stays one line, so that grep and copy-paste find it whole.
+            out.print(
+                line.text,
+                style=tones.get(line.tone, ""),
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    raise typer.Exit(code=checkup.exit_status(reports))
+
+
 def main() -> None:
     try:
         app()

@@ -15,8 +15,8 @@ import yaml
 from pydantic import ValidationError
 
 from imagegate.config.defaults import DEFAULT_CONFIG
-from imagegate.config.settings import Settings
-from imagegate.core.errors import ConfigError
+from imagegate.config.settings import RouteSettings, Settings
+from imagegate.core.errors import ConfigError, FailureKind
 
 
 def load_settings(path: str | Path | None) -> Settings:
@@ -81,8 +81,28 @@ def check_references(settings: Settings, known_kinds: set[str]) -> list[str]:
             if candidate in seen:
                 problems.append(f"{where}: duplicate entry {candidate!r}")
             seen.add(candidate)
+        problems += _check_route_policy(alias, route, settings)
     if not settings.routes:
         problems.append("routes: no route is configured, so no model can be served")
+    return problems
+
+
+def _check_route_policy(alias: str, route: RouteSettings, settings: Settings) -> list[str]:
+    problems: list[str] = []
+    for source, sibling in route.variants.items():
+        for name in (source, sibling):
+            if name not in settings.deployments:
+                problems.append(
+                    f"routes.{alias}.variants.{source}: no deployment named {name!r}"
+                    + _choices(settings.deployments)
+                )
+    kinds = {kind.value for kind in FailureKind}
+    for kind in route.retries:
+        if kind not in kinds:
+            problems.append(
+                f"routes.{alias}.retries.{kind}: not a failure kind"
+                f" (one of: {', '.join(sorted(kinds))})"
+            )
     return problems
 
 

@@ -89,9 +89,26 @@ class DeploymentSettings(_Strict):
     options: dict[str, Any] = {}
 
 
+class HedgeSettings(_Strict):
+    """Start the next candidate once an attempt runs past this latency percentile."""
+
+    percentile: Annotated[float, Field(ge=50, le=99.9)] = 90.0
+    min_seconds: Annotated[float, Field(ge=0)] = 1.0  # never hedge sooner than this
+    initial_seconds: Annotated[float, Field(gt=0)] = 30.0  # until a deployment has latency history
+
+
 class RouteSettings(_Strict):
     candidates: Annotated[list[str], Field(min_length=1)]
     description: str | None = None
+    # Safety blocks end the request by default: another model would often draw what one refused.
+    fall_over_on_safety: bool = False
+    # deployment → its sibling model variant, tried first on quota_stuck and capacity
+    # (e.g. gemini-3.1-flash-image ↔ gemini-2.5-flash-image); the sibling need not be a candidate.
+    variants: dict[str, str] = {}
+    retries: dict[
+        str, Annotated[int, Field(ge=0, le=5)]
+    ] = {}  # failure kind → same-deployment retries
+    hedge: HedgeSettings | None = None
 
 
 class Settings(_Strict):

@@ -22,6 +22,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imagegate.core.request import ImageRequest
 
 
 class FailureKind(enum.StrEnum):
@@ -96,7 +100,7 @@ class UpstreamError(ImagegateError):
 
     `retry_after` is the upstream's own hint in seconds (RetryInfo, Retry-After), if it gave one.
     `diagnosis` says what is wrong and how to fix it, in plain words, safe for the client; the raw
-    `provider_message` stays in logs.
+    `provider_message` stays in logs. `repair` is a corrected request worth one more try.
     """
 
     def __init__(
@@ -109,6 +113,8 @@ class UpstreamError(ImagegateError):
         provider_message: str | None = None,
         retry_after: float | None = None,
         param: str | None = None,
+        repair: ImageRequest | None = None,
+        repair_note: str | None = None,
     ) -> None:
         super().__init__(f"{kind}: {diagnosis}")
         self.kind = kind
@@ -118,6 +124,11 @@ class UpstreamError(ImagegateError):
         self.provider_message = provider_message
         self.retry_after = retry_after
         self.param = param
+        # A provider that knows why its upstream failed (e.g. a 200 without an image because the
+        # response modalities lacked IMAGE) hands back the corrected request; the router retries
+        # it once and tells the client what was fixed.
+        self.repair = repair
+        self.repair_note = repair_note
         self.deployment: str | None = None
 
 

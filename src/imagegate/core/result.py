@@ -65,6 +65,9 @@ class Attempt:
     seconds: float
     images: int = 0
     diagnosis: str = ""
+    key_id: str | None = None  # which upstream key (its id, never the secret)
+    upstream_called: bool = True  # False when the gateway refused before calling (paced, breaker)
+    requested: int = 0  # images this call asked for
 
 
 @dataclass(slots=True, eq=False)

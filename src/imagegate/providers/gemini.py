@@ -9,6 +9,7 @@ answers 200 with text only when it does not.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -17,6 +18,7 @@ import aiohttp
 import orjson
 
 from imagegate.core.deployment import Capabilities, Deployment, UpstreamKey
+from imagegate.core.errors import FailureKind
 from imagegate.core.geometry import nearest_ratio, tier_for
 from imagegate.core.request import ImageRequest, Quality
 from imagegate.core.result import GeneratedImage, ImageResult, Usage
@@ -85,6 +87,12 @@ def build_request(request: ImageRequest, deployment: Deployment) -> tuple[str, b
     return url, orjson.dumps(body)
 
 
+def sent_modalities(request: ImageRequest) -> list[str]:
+    config = _field(request.passthrough.get("gemini", {}), "generationConfig", "generation_config")
+    modalities = _field(config or {}, "responseModalities", "response_modalities")
+    return [str(m) for m in modalities] if modalities is not None else MODALITIES
+
+
 def _tier_for_quality(quality: Quality, caps: Capabilities) -> str | None:
     if quality is Quality.HIGH and caps.resolutions and "2K" in caps.resolutions:
         return "2K"
@@ -102,6 +110,41 @@ def _merge(target: dict[str, Any], extra: Mapping[str, Any]) -> None:
             _merge(target[key], value)
         else:
             target[key] = value
+
+
+def repair_for_empty(request: ImageRequest) -> tuple[ImageRequest, str] | None:
+    """The request with the known causes of an image-less 200 fixed, and what was fixed.
+
+    Gemini answers 200 with text only when responseModalities lacks IMAGE (and older image models
+    when it lacks TEXT), and silently falls back to a default size for a lowercase imageSize. The
+    gateway sends neither itself; they arrive through the client's passthrough fields.
+    """
+    extra = request.passthrough.get("gemini", {})
+    config = dict(_field(extra, "generationConfig", "generation_config") or {})
+    fixes: list[str] = []
+    modalities = _field(config, "responseModalities", "response_modalities")
+    if modalities is not None and sorted(str(m).upper() for m in modalities) != ["IMAGE", "TEXT"]:
+        config.pop("response_modalities", None)
+        config["responseModalities"] = MODALITIES
+        fixes.append(f"responseModalities {list(modalities)} → {MODALITIES}")
+    image_config = dict(_field(config, "imageConfig", "image_config") or {})
+    size = _field(image_config, "imageSize", "image_size")
+    if isinstance(size, str) and size != size.upper():
+        image_config.pop("image_size", None)
+        image_config["imageSize"] = size.upper()
+        config.pop("image_config", None)
+        config["imageConfig"] = image_config
+        fixes.append(f"imageSize {size!r} → {size.upper()!r}")
+    if not fixes:
+        return None
+    gemini = {k: v for k, v in extra.items() if k != "generation_config"}
+    gemini["generationConfig"] = config
+    passthrough = {**request.passthrough, "gemini": gemini}
+    return dataclasses.replace(request, passthrough=passthrough), "; ".join(fixes)
+
+
+def _field(mapping: Mapping[str, Any], camel: str, snake: str) -> Any:
+    return mapping.get(camel, mapping.get(snake))
 
 
 def parse_skeleton(skeleton: Mapping[str, Any], result: ImageResult) -> None:
@@ -170,9 +213,9 @@ class GeminiProvider:
                 GeneratedImage(info.format, info.width, info.height, read.source, info.has_alpha)
             )
             return result
-        return self._whole_answer(read.body, result)
+        return self._whole_answer(read.body, result, request)
 
-    def _whole_answer(self, body: bytes, result: ImageResult) -> ImageResult:
+    def _whole_answer(self, body: bytes, result: ImageResult, request: ImageRequest) -> ImageResult:
         skeleton_bytes, slices = split_b64_fields(body, IMAGE_MARKER)
         try:
             skeleton = orjson.loads(skeleton_bytes)
@@ -181,7 +224,10 @@ class GeminiProvider:
         parse_skeleton(skeleton, result)
         result.images = held_images(slices, "Gemini")
         if not result.images:
-            raise classify_no_image(skeleton, MODALITIES)
+            error = classify_no_image(skeleton, sent_modalities(request))
+            if error.kind is FailureKind.EMPTY and (fix := repair_for_empty(request)) is not None:
+                error.repair, error.repair_note = fix
+            raise error
         return result
 
 

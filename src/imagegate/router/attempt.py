@@ -1,36 +1,65 @@
-"""One attempt: call one candidate (fanned out when n exceeds what one call makes), time it,
-and record it. Never decides what happens next — that is decide.py."""
+"""One attempt: pace, call one candidate (fanned out when n exceeds what one call makes),
+classify, record. Never decides what happens next — that is decide.py.
+
+Every call is recorded, including calls the pacer refused (no upstream call was made) and calls
+cancelled because a hedge won or the client left: the ledger must see every upstream call.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 
-from imagegate.core.deployment import UpstreamKey
 from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import Attempt, ImageResult
 from imagegate.output.verify import geometry_mismatch
+from imagegate.router.health import HealthBoard
+from imagegate.router.pacer import NoCapacity, Pacer
 from imagegate.router.table import Candidate
+
+# A 429 while the key has used less than this share of its known per-minute quota is not the
+# rate limit at work: the quota is stuck (e.g. after a billing upgrade) or shared upstream.
+STUCK_SHARE = 0.5
+# Kinds that condemn the key, not the deployment: take it out of the pool for a while.
+KEY_KINDS = {FailureKind.QUOTA_ZERO, FailureKind.AUTH, FailureKind.BILLING}
+
+
+@dataclasses.dataclass(slots=True)
+class AttemptContext:
+    pacer: Pacer
+    health: HealthBoard
+    records: list[Attempt]
+    clock: Callable[[], float] = time.monotonic
 
 
 @dataclasses.dataclass(slots=True)
 class AttemptOutcome:
     results: list[ImageResult]
     errors: list[UpstreamError]
-    records: list[Attempt]
+    upstream_calls: int = 0
 
     @property
     def images(self) -> int:
         return sum(len(result.images) for result in self.results)
 
+    @property
+    def succeeded(self) -> bool:
+        return not self.errors
+
 
 async def call_once(
-    candidate: Candidate, request: ImageRequest, key: UpstreamKey | None
-) -> tuple[ImageResult | None, UpstreamError | None, Attempt]:
+    candidate: Candidate, request: ImageRequest, context: AttemptContext
+) -> tuple[ImageResult | None, UpstreamError | None]:
     deployment = candidate.deployment
-    started = time.monotonic()
+    started = context.clock()
+    try:
+        permit = await context.pacer.acquire(list(candidate.slots), request.n, request.deadline)
+    except NoCapacity as exc:
+        return None, _paced_out(candidate, request, context, exc, started)
+    key = candidate.slots[permit.slot]
     result: ImageResult | None = None
     error: UpstreamError | None = None
     try:
@@ -41,34 +70,121 @@ async def call_once(
             result = None
     except UpstreamError as exc:
         error = exc
+    except asyncio.CancelledError:
+        context.health.breaker(deployment.name).cancel_probe()
+        _record(
+            context, candidate, request, None, None, started, key_id=_key_id(key), cancelled=True
+        )
+        raise
+    finally:
+        permit.release()
     if error is not None:
+        error = _learn_from(error, context, permit.slot)
         error.deployment = deployment.name
-    record = Attempt(
-        deployment=deployment.name,
-        provider=deployment.kind,
-        model=deployment.model,
-        kind=None if error is None else error.kind,
-        status=None if error is None else error.status,
-        seconds=time.monotonic() - started,
-        images=0 if result is None else len(result.images),
-        diagnosis="" if error is None else error.diagnosis,
+    context.health.record(
+        deployment.name,
+        None if error is None else error.kind,
+        context.clock() - started,
+        "" if error is None else error.diagnosis,
     )
-    return result, error, record
+    _record(context, candidate, request, result, error, started, key_id=_key_id(key))
+    return result, error
+
+
+def _paced_out(
+    candidate: Candidate,
+    request: ImageRequest,
+    context: AttemptContext,
+    exc: NoCapacity,
+    started: float,
+) -> UpstreamError:
+    # No upstream call: if this was the breaker's probe, give the probe slot back.
+    context.health.breaker(candidate.name).cancel_probe()
+    error = UpstreamError(
+        FailureKind.RATE_LIMITED,
+        f"{candidate.name} has no quota left before the deadline: {exc.reason}",
+        retry_after=exc.retry_after,
+    )
+    _record(context, candidate, request, None, error, started, key_id=None, called=False)
+    return error
+
+
+def _learn_from(error: UpstreamError, context: AttemptContext, slot: str) -> UpstreamError:
+    """Tell the pacer what the failure says about the key; reclassify a stuck quota."""
+    if error.kind in KEY_KINDS:
+        context.pacer.disable(slot, error.diagnosis)
+    elif error.kind is FailureKind.RATE_LIMITED:
+        usage = context.pacer.usage(slot)
+        limit = usage.limits.images_per_minute
+        if limit and usage.images_last_minute < limit * STUCK_SHARE:
+            error = UpstreamError(
+                FailureKind.QUOTA_STUCK,
+                f"the upstream answered 429 although this key sent only {usage.images_last_minute}"
+                f" of its {limit} images this minute: its quota is stuck (common for a while after"
+                " a billing change) or taken by another client of the same key; trying a sibling"
+                " model or another provider",
+                status=error.status,
+                provider_code=error.provider_code,
+                provider_message=error.provider_message,
+                retry_after=error.retry_after,
+            )
+        context.pacer.block(slot, error.retry_after if error.retry_after is not None else 2.0)
+    return error
+
+
+def _key_id(key: object) -> str | None:
+    return getattr(key, "id", None)
+
+
+def _record(
+    context: AttemptContext,
+    candidate: Candidate,
+    request: ImageRequest,
+    result: ImageResult | None,
+    error: UpstreamError | None,
+    started: float,
+    *,
+    key_id: str | None,
+    called: bool = True,
+    cancelled: bool = False,
+) -> None:
+    deployment = candidate.deployment
+    context.records.append(
+        Attempt(
+            deployment=deployment.name,
+            provider=deployment.kind,
+            model=deployment.model,
+            kind=None if error is None else error.kind,
+            status=None if error is None else error.status,
+            seconds=context.clock() - started,
+            images=0 if result is None else len(result.images),
+            diagnosis="cancelled: another attempt won"
+            if cancelled
+            else ""
+            if error is None
+            else error.diagnosis,
+            key_id=key_id,
+            upstream_called=called,
+            requested=request.n,
+        )
+    )
 
 
 async def run_attempt(
-    candidate: Candidate, request: ImageRequest, needed: int, key: UpstreamKey | None
+    candidate: Candidate, request: ImageRequest, needed: int, context: AttemptContext
 ) -> AttemptOutcome:
     """Ask `candidate` for `needed` images, in parallel calls of at most `max_n` each."""
     per_call = max(1, candidate.capabilities.max_n)
     counts = [min(per_call, needed - start) for start in range(0, needed, per_call)]
-    calls = [call_once(candidate, dataclasses.replace(request, n=count), key) for count in counts]
-    outcome = AttemptOutcome([], [], [])
+    calls = [
+        call_once(candidate, dataclasses.replace(request, n=count), context) for count in counts
+    ]
+    outcome = AttemptOutcome([], [])
+    before = len(context.records)
     try:
         # Each call returns its failure instead of raising, so one failed part never cancels
         # the others; the images that did arrive are kept and only the rest is asked again.
-        for result, error, record in await asyncio.gather(*calls):
-            outcome.records.append(record)
+        for result, error in await asyncio.gather(*calls):
             if result is not None:
                 outcome.results.append(result)
             if error is not None:
@@ -77,6 +193,7 @@ async def run_attempt(
         for result in outcome.results:
             await result.aclose()
         raise
+    outcome.upstream_calls = sum(r.upstream_called for r in context.records[before:])
     return outcome
 
 

@@ -5,6 +5,7 @@ It is DESIGN.md's failure-kind table in code. Nothing else in imagegate decides 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from imagegate.core.errors import FailureKind
@@ -52,5 +53,13 @@ ACTIONS: dict[FailureKind, Action] = {
 }
 
 
-def decide(kind: FailureKind) -> Action:
-    return ACTIONS[kind]
+def decide(
+    kind: FailureKind, *, retries: int | None = None, fall_over_on_safety: bool = False
+) -> Action:
+    """The action for `kind`, with a route's overrides applied (its retries, safety fall-over)."""
+    action = ACTIONS[kind]
+    if retries is not None:
+        action = dataclasses.replace(action, retries=retries)
+    if kind is FailureKind.SAFETY and fall_over_on_safety:
+        action = dataclasses.replace(action, fall_over=True)
+    return action

@@ -1,13 +1,15 @@
 """The fallback loop: candidates in order, attempts within a candidate, until enough images.
 
-generate  →  for each candidate that can serve the request:
-               run_attempt → on failure: decide(kind) → wait & retry · other key · next · stop
+generate  →  for each candidate that can serve the request and whose breaker allows it:
+               run_attempt (paced per key) → on failure: decide(kind) →
+               wait & retry · repaired retry · sibling variant · next candidate · stop
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from imagegate.core.errors import (
     AllCandidatesFailed,
@@ -18,17 +20,32 @@ from imagegate.core.errors import (
 )
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import Attempt, ImageResult
-from imagegate.router.attempt import run_attempt
+from imagegate.router.attempt import AttemptContext, AttemptOutcome, run_attempt
 from imagegate.router.decide import decide
+from imagegate.router.health import HealthBoard
+from imagegate.router.hedge import race
+from imagegate.router.pacer import Pacer
 from imagegate.router.plan import Gap, find_gap
-from imagegate.router.table import Candidate, RouteTable
+from imagegate.router.table import Candidate, Route, RouteTable
 
 MAX_ATTEMPTS = 8  # attempts per client request, across candidates: bounds the worst case
+# Kinds for which a route's declared sibling model is the better next try.
+VARIANT_KINDS = {FailureKind.QUOTA_STUCK, FailureKind.CAPACITY}
 
 
 class Router:
-    def __init__(self, table: RouteTable) -> None:
+    def __init__(
+        self,
+        table: RouteTable,
+        pacer: Pacer,
+        health: HealthBoard,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.table = table
+        self.pacer = pacer
+        self.health = health
+        self.clock = clock
 
     async def generate(self, request: ImageRequest) -> ImageResult:
         """Images for `request`, from the first candidates able to make them.
@@ -36,20 +53,10 @@ class Router:
         Raises ModelNotFound, UnsupportedRequest, or AllCandidatesFailed carrying every attempt.
         """
         route = self.table.route(request.model)
-        usable, gaps = _usable_candidates(route.candidates, request)
-        if not usable:
-            gap = gaps[0]
-            raise UnsupportedRequest(
-                f"No deployment of `{route.alias}` supports this `{gap.param}`:"
-                f" it offers {gap.reason}.",
-                param=gap.param,
-            )
-        run = _Run(request)
+        usable = _usable_candidates(route, request)
+        run = _Run(request, route, AttemptContext(self.pacer, self.health, [], self.clock))
         try:
-            for position, candidate in enumerate(usable):
-                is_last = position == len(usable) - 1
-                if not await run.try_candidate(candidate, is_last=is_last) or run.needed == 0:
-                    break
+            await run.through(usable)
         except BaseException:
             await run.discard()
             raise
@@ -59,70 +66,170 @@ class Router:
         return run.merged()
 
 
-def _usable_candidates(
-    candidates: tuple[Candidate, ...], request: ImageRequest
-) -> tuple[list[Candidate], list[Gap]]:
+def _usable_candidates(route: Route, request: ImageRequest) -> list[Candidate]:
     usable: list[Candidate] = []
     gaps: list[Gap] = []
-    for candidate in candidates:
+    for candidate in route.candidates:
         gap = find_gap(candidate.capabilities, request)
         if gap is None:
             usable.append(candidate)
         else:
             gaps.append(gap)
-    return usable, gaps
+    if not usable:
+        raise UnsupportedRequest(
+            f"No deployment of `{route.alias}` supports this `{gaps[0].param}`:"
+            f" it offers {gaps[0].reason}.",
+            param=gaps[0].param,
+        )
+    return usable
 
 
 class _Run:
     """The state of one client request as it moves through candidates."""
 
-    def __init__(self, request: ImageRequest) -> None:
+    def __init__(self, request: ImageRequest, route: Route, context: AttemptContext) -> None:
         self.request = request
+        self.route = route
+        self.context = context
         self.needed = request.n
         self.results: list[ImageResult] = []
-        self.records: list[Attempt] = []
         self.errors: list[UpstreamError] = []
+        self.notes: list[str] = []
         self.attempts = 0  # one attempt may be several parallel calls (fan-out)
+        self.tried: set[str] = set()
 
-    async def try_candidate(self, candidate: Candidate, *, is_last: bool) -> bool:
-        """Attempt `candidate` until it yields the images, or the action says move on.
+    @property
+    def records(self) -> list[Attempt]:
+        return self.context.records
+
+    async def through(self, candidates: list[Candidate]) -> None:
+        queue = list(candidates)
+        skipped: list[Candidate] = []
+        deferred: set[str] = set()
+        while queue and self.needed > 0:
+            candidate = queue.pop(0)
+            if candidate.name not in deferred and self._later_has_capacity(candidate, queue):
+                # This one would have to wait for quota while a later one can serve now.
+                deferred.add(candidate.name)
+                queue.append(candidate)
+                continue
+            breaker = self.context.health.breaker(candidate.name)
+            if not breaker.allow():
+                skipped.append(candidate)
+                continue
+            self.tried.add(candidate.name)
+            go_on = await self._try(candidate, queue)
+            if not go_on:
+                return
+        if self.needed > 0 and not self.tried and skipped:
+            # Every candidate's breaker is open: a request still deserves one real try, on the
+            # deployment that has been out the longest.
+            forced = min(skipped, key=lambda c: self.context.health.breaker(c.name).retry_in or 0)
+            self.notes.append(f"all circuit breakers open; tried {forced.name} anyway")
+            self.tried.add(forced.name)
+            await self._try(forced, [])
+
+    def _later_has_capacity(self, candidate: Candidate, queue: list[Candidate]) -> bool:
+        pacer = self.context.pacer
+        if pacer.earliest(list(candidate.slots), 1) <= 0:
+            return False
+        return any(pacer.earliest(list(other.slots), 1) <= 0 for other in queue)
+
+    async def _try(self, candidate: Candidate, queue: list[Candidate]) -> bool:
+        """Attempt `candidate` until it yields the images or the action says move on.
 
         Returns False when the request must stop here (no fall-over for this failure kind).
         """
         retry = 0
+        rotations = 0  # retries on another key of the pool: immediate, one per other key
+        repaired = False
+        policy = self.route.policy
         while self.needed > 0 and self.attempts < MAX_ATTEMPTS:
             if self._deadline_passed():
                 return False
             self.attempts += 1
-            key = candidate.next_key()
-            outcome = await run_attempt(candidate, self.request, self.needed, key)
-            self.records.extend(outcome.records)
-            self.results.extend(outcome.results)
-            self.needed -= outcome.images
-            if not outcome.errors:
+            outcome = await self._attempt(candidate, queue)
+            if outcome.succeeded:
                 continue
             error = _most_telling(outcome.errors)
             self.errors.append(error)
-            action = decide(error.kind)
-            allowed = action.retries + (action.retries_if_last if is_last else 0)
-            if retry >= allowed:
-                return action.fall_over
+            if error.repair is not None and not repaired:
+                repaired = True
+                self.request = error.repair
+                self.notes.append(
+                    f"repaired the request after an image-less answer: {error.repair_note}"
+                )
+                continue
+            sibling = policy.variants.get(candidate.name)
+            if (
+                error.kind in VARIANT_KINDS
+                and sibling is not None
+                and sibling.name not in self.tried
+            ):
+                self.tried.add(sibling.name)
+                queue.insert(0, sibling)
+                self.notes.append(f"{error.kind} on {candidate.name}: switched to {sibling.name}")
+                return True
+            action = decide(
+                error.kind,
+                retries=policy.retries.get(error.kind),
+                fall_over_on_safety=policy.fall_over_on_safety,
+            )
+            if outcome.upstream_calls == 0:
+                return action.fall_over  # the pacer found no quota in time: waiting will not help
+            if action.rotate_key and rotations < len(candidate.slots) - 1:
+                # The pacer has taken the failing key out (disabled or blocked): the retry
+                # lands on another key of the pool, so there is nothing to wait for.
+                rotations += 1
+                continue
+            allowed = action.retries + (0 if queue else action.retries_if_last)
             delay = action.delay(retry, error.retry_after)
-            if not self._can_wait(delay):
+            if retry >= allowed or not self._can_wait(delay):
                 return action.fall_over
             retry += 1
             if delay:
                 await asyncio.sleep(delay)
         return True
 
+    async def _attempt(self, candidate: Candidate, queue: list[Candidate]) -> AttemptOutcome:
+        hedge = self.route.policy.hedge
+        backup = queue[0] if queue else None
+        needed = self.needed
+        if hedge is None or backup is None:
+            outcome = await run_attempt(candidate, self.request, needed, self.context)
+        else:
+            latency = self.context.health.latency_percentile(candidate.name, hedge.percentile)
+            delay = max(
+                hedge.min_seconds, latency if latency is not None else hedge.initial_seconds
+            )
+            raced = await race(
+                run_attempt(candidate, self.request, needed, self.context),
+                lambda: run_attempt(backup, self.request, needed, self.context),
+                delay,
+                lambda o: o.succeeded,
+            )
+            outcome = raced.winner
+            if raced.backup_started:
+                queue.remove(backup)
+                self.tried.add(backup.name)
+                self.notes.append(
+                    f"hedged: {candidate.name} ran past {delay:.1f} s, {backup.name} started"
+                )
+            if raced.loser is not None:
+                for result in raced.loser.results:  # the losing images are not needed
+                    await result.aclose()
+        self.results.extend(outcome.results)
+        self.needed -= outcome.images
+        return outcome
+
     def _deadline_passed(self) -> bool:
-        return self.request.deadline is not None and time.monotonic() >= self.request.deadline
+        return self.request.deadline is not None and self.context.clock() >= self.request.deadline
 
     def _can_wait(self, delay: float) -> bool:
         if self.request.deadline is None:
             return True
         # Waiting only helps if an attempt can still finish after it; keep a second for that.
-        return time.monotonic() + delay + 1.0 < self.request.deadline
+        return self.context.clock() + delay + 1.0 < self.request.deadline
 
     def merged(self) -> ImageResult:
         first = self.results[0]
@@ -134,7 +241,7 @@ class _Run:
             text=first.text,
             revised_prompt=first.revised_prompt,
             attempts=self.records,
-            notes=[note for result in self.results for note in result.notes],
+            notes=self.notes + [note for result in self.results for note in result.notes],
             # Streamed parts complete their usage only once read, so it is summed on demand.
             parts=list(self.results),
         )

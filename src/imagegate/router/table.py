@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from imagegate.core.deployment import Capabilities, Deployment, UpstreamKey
-from imagegate.core.errors import ModelNotFound
+from imagegate.core.errors import FailureKind, ModelNotFound
 from imagegate.providers.base import Provider
 
 
@@ -15,11 +14,12 @@ from imagegate.providers.base import Provider
 class Candidate:
     deployment: Deployment
     provider: Provider
-    _keys: Iterator[UpstreamKey | None] = field(init=False)
+    slots: dict[str, UpstreamKey | None] = field(init=False)
 
     def __post_init__(self) -> None:
+        # A slot is one upstream key on this deployment: quotas are per key and model.
         keys: tuple[UpstreamKey | None, ...] = self.deployment.keys or (None,)
-        self._keys = itertools.cycle(keys)
+        self.slots = {slot_name(self.deployment, key): key for key in keys}
 
     @property
     def name(self) -> str:
@@ -29,15 +29,33 @@ class Candidate:
     def capabilities(self) -> Capabilities:
         return self.provider.capabilities
 
-    def next_key(self) -> UpstreamKey | None:
-        """Keys of the pool in turn, so load spreads and a retry lands on another key."""
-        return next(self._keys)
+
+def slot_name(deployment: Deployment, key: UpstreamKey | None) -> str:
+    return f"{deployment.name}/{key.id if key is not None else 'keyless'}"
+
+
+@dataclass(frozen=True, slots=True)
+class HedgePolicy:
+    percentile: float
+    min_seconds: float
+    initial_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """What a route changes about the default outcome table (router/decide.py)."""
+
+    fall_over_on_safety: bool = False
+    retries: Mapping[FailureKind, int] = field(default_factory=dict)
+    variants: Mapping[str, Candidate] = field(default_factory=dict)  # deployment → sibling
+    hedge: HedgePolicy | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     alias: str
     candidates: tuple[Candidate, ...]
+    policy: RoutePolicy = field(default_factory=RoutePolicy)
 
 
 @dataclass(frozen=True, slots=True)

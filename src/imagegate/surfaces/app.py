@@ -15,6 +15,7 @@ from aiohttp.typedefs import Middleware
 from imagegate import __version__
 from imagegate.config.settings import Settings
 from imagegate.gateway import Gateway
+from imagegate.surfaces.admin import routes as admin_routes
 from imagegate.surfaces.context import GATEWAY, REQUEST_ID
 from imagegate.surfaces.openai import errors as openai_errors
 from imagegate.surfaces.openai import routes as openai_routes
@@ -88,6 +89,7 @@ def build_app(gateway: Gateway) -> web.Application:
     app.on_response_prepare.append(send_request_id)
     app.router.add_get("/healthz", healthz)
     openai_routes.add_routes(app)
+    admin_routes.add_routes(app)
 
     app.cleanup_ctx.append(_sweep_expired_images)
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from imagegate.core.errors import InvalidRequest, PayloadTooLarge
+from imagegate.core.errors import InvalidRequest, PayloadTooLarge, Unauthorized
 from imagegate.gateway import Gateway
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -59,3 +59,14 @@ def client_deadline(http: web.Request, default_seconds: float) -> float:
             )
         seconds = asked
     return time.monotonic() + seconds
+
+
+def bearer_token(http: web.Request) -> str | None:
+    """The client key from `Authorization: Bearer <key>`; None when the header is absent."""
+    header = http.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    if header:
+        raise Unauthorized("The Authorization header must be 'Bearer <key>'.")
+    return None

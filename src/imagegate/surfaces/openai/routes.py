@@ -8,12 +8,18 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import web
 
-from imagegate.core.errors import AllCandidatesFailed, ClientError, Unauthorized
+from imagegate.core.errors import AllCandidatesFailed, ClientError
 from imagegate.core.payload import TruncatedImage, decode
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import ImageResult
 from imagegate.gateway import Gateway
-from imagegate.surfaces.context import GATEWAY, client_deadline, read_json, request_id
+from imagegate.surfaces.context import (
+    GATEWAY,
+    bearer_token,
+    client_deadline,
+    read_json,
+    request_id,
+)
 from imagegate.surfaces.openai import errors
 from imagegate.surfaces.openai.translate import (
     b64_answer,
@@ -29,7 +35,7 @@ STARTED = int(time.time())
 async def generations(http: web.Request) -> web.StreamResponse:
     gateway = http.app[GATEWAY]
     try:
-        client = gateway.clients.authenticate(_bearer(http))
+        client = gateway.clients.authenticate(bearer_token(http))
         body = await read_json(http)
         wire = parse_generation(body, max_prompt_chars=gateway.settings.server.max_prompt_chars)
         request = to_image_request(
@@ -142,7 +148,7 @@ async def image_file(http: web.Request) -> web.Response:
 async def list_models(http: web.Request) -> web.Response:
     gateway = http.app[GATEWAY]
     try:
-        gateway.clients.authenticate(_bearer(http))
+        gateway.clients.authenticate(bearer_token(http))
     except ClientError as exc:
         return errors.client_error(exc)
     data = [_model(name) for name in gateway.model_names()]
@@ -155,7 +161,7 @@ async def get_model(http: web.Request) -> web.Response:
     gateway = http.app[GATEWAY]
     name = http.match_info["model"]
     try:
-        gateway.clients.authenticate(_bearer(http))
+        gateway.clients.authenticate(bearer_token(http))
         gateway.routes.route(name)
     except ClientError as exc:
         return errors.client_error(exc)
@@ -164,16 +170,6 @@ async def get_model(http: web.Request) -> web.Response:
 
 def _model(name: str) -> dict[str, object]:
     return {"id": name, "object": "model", "created": STARTED, "owned_by": "imagegate"}
-
-
-def _bearer(http: web.Request) -> str | None:
-    header = http.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    if header:
-        raise Unauthorized("The Authorization header must be 'Bearer <key>'.")
-    return None
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,0 +1,1 @@
+"""The operator's view: deployment health and key pacing."""
