@@ -27,18 +27,18 @@ from imagegate.core.deployment import Capabilities, Deployment, Limits, Upstream
 from imagegate.core.errors import ConfigError, FailureKind, UpstreamError
 from imagegate.core.geometry import Size, aspect_matches, parse_size
 from imagegate.core.payload import TruncatedImage
-from imagegate.core.request import ImageRequest, Quality
+from imagegate.core.request import ImageRequest
 from imagegate.gateway import build_deployments
 from imagegate.providers import registry
 from imagegate.providers._http import make_session
 from imagegate.providers.base import Provider
+from imagegate.router import probe as active_probe
 
 KEY_AND_BILLING = "key and billing"
 ENDPOINT_AND_MODEL = "endpoint and model"
 PARAMETER_SURVIVAL = "parameter survival"
 QUOTA = "quota"
 
-PROBE_PROMPT = "a small red circle on white"
 PROBE_SECONDS = 60.0
 WIDE = 16 / 9
 # A 1K 16:9 image is 1344–1365 px wide and a 2K one 2048–2752 px; 1900 px lies between them.
@@ -192,29 +192,12 @@ async def _probe(provider: Provider, request: ImageRequest, key: UpstreamKey | N
 
 
 def _base_request(caps: Capabilities, deployment: Deployment) -> ImageRequest:
-    quality = Quality.LOW if "low" in caps.qualities else Quality.AUTO
-    return ImageRequest(
-        prompt=PROBE_PROMPT,
-        model=deployment.name,  # not a route: the doctor calls the provider directly
-        n=1,
-        quality=quality,
-        client_id="doctor",
-        request_id="doctor",
-    )
+    return dataclasses.replace(minimal_request(caps, deployment), size=None, resolution=None)
 
 
 def minimal_request(caps: Capabilities, deployment: Deployment) -> ImageRequest:
-    """The cheapest request the deployment can serve: its smallest geometry, low quality."""
-    base = _base_request(caps, deployment)
-    if caps.sizes:
-        sizes = [size for size in map(parse_size, caps.sizes) if size is not None]
-        return dataclasses.replace(base, size=min(sizes, key=lambda s: s.width * s.height))
-    if caps.resolutions and "512" in caps.resolutions:
-        return dataclasses.replace(base, resolution="512")
-    if caps.arbitrary_sizes:
-        # Unset, an arbitrary-size model picks "auto", which may be a larger, dearer image.
-        return dataclasses.replace(base, size=Size(1024, 1024))
-    return base
+    """The cheapest request the deployment can serve (shared with the active prober)."""
+    return active_probe.minimal_request(caps, deployment, "doctor")
 
 
 def survival_request(caps: Capabilities, deployment: Deployment) -> ImageRequest | None:

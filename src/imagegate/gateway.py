@@ -23,8 +23,10 @@ from imagegate.output.convert import transcode
 from imagegate.policy.clients import ClientKeys
 from imagegate.providers import registry
 from imagegate.providers._http import make_session
+from imagegate.router.breaker import BreakerPolicy
 from imagegate.router.health import HealthBoard
 from imagegate.router.pacer import MemoryPacer
+from imagegate.router.probe import Prober, plan_for
 from imagegate.router.router import Router
 from imagegate.router.table import Candidate, HedgePolicy, Route, RoutePolicy, RouteTable
 from imagegate.storage.local import LocalImageStore, UrlSigner, load_or_create_secret
@@ -34,6 +36,10 @@ def validate(settings: Settings) -> list[str]:
     """Every problem with `settings` that would stop the gateway from starting."""
     problems = check_references(settings, set(registry.KINDS))
     problems += check_secrets(settings)
+    try:
+        BreakerPolicy(**settings.breaker.model_dump())
+    except ValueError as exc:
+        problems.append(f"breaker: {exc}")
     for name, provider in settings.providers.items():
         known = provider.kind in registry.KINDS
         if known and not provider.keys and registry.provider_class(provider.kind).needs_key:
@@ -108,7 +114,21 @@ class Gateway:
         for candidate in candidates.values():
             for slot in candidate.slots:
                 self.pacer.register(slot, candidate.deployment.limits)
-        self.health = HealthBoard()
+        self.health = HealthBoard(policy=BreakerPolicy(**settings.breaker.model_dump()))
+        self.prober = Prober(
+            [
+                plan_for(
+                    candidates[name],
+                    spec.probe.interval_seconds,
+                    spec.probe.max_per_day,
+                    spec.probe.max_usd_per_day,
+                )
+                for name, spec in settings.deployments.items()
+                if spec.probe is not None
+            ],
+            self.pacer,
+            self.health,
+        )
         self.router = Router(self.routes, self.pacer, self.health)
         self.clients = ClientKeys.from_settings(settings.auth)
         images = settings.data_path / "images"

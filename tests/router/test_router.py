@@ -33,6 +33,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
                 "bad-stops": ["bad_request", "ok"],
                 "safety-stops": ["safety", "ok"],
                 "slow": ["slow", "ok"],
+                "slow-only": ["slow"],
                 "dead": ["unavailable"],
             },
         },
@@ -105,3 +106,13 @@ async def test_a_size_no_candidate_can_make_is_refused_before_any_call(
         assert caught.value.param == "size" and "21:9" in caught.value.message
     finally:
         await strict.aclose()
+
+
+async def test_no_attempt_starts_that_cannot_finish_before_the_deadline(gateway: Gateway) -> None:
+    for _ in range(10):  # learn the slow deployment's typical latency (300 ms)
+        await (await gateway.generate(request("slow-only"))).aclose()
+    result = await gateway.generate(request("slow", deadline=time.monotonic() + 0.2))
+    assert result.deployment == "ok"
+    assert [a.deployment for a in result.attempts] == ["ok"]  # the slow one was never started
+    assert any("typical latency" in note for note in result.notes)
+    await result.aclose()

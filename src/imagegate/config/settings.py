@@ -81,12 +81,36 @@ class PriceSettings(_Strict):
     per_million_output_image_tokens: Annotated[float, Field(ge=0)] = 0.0
 
 
+class ProbeSettings(_Strict):
+    """Active probes: a minimal image request every interval, off unless configured.
+
+    Each probe is a real, billed call: `max_per_day` and `max_usd_per_day` (priced at the
+    deployment's per_image price) cap what probing may spend; the first cap reached wins.
+    """
+
+    interval_seconds: Annotated[float, Field(ge=1)] = 300.0
+    max_per_day: Annotated[int, Field(ge=1)] = 96
+    max_usd_per_day: Annotated[float, Field(ge=0)] | None = None
+
+
 class DeploymentSettings(_Strict):
     provider: str
     model: str
     limits: LimitSettings = LimitSettings()
     price: PriceSettings = PriceSettings()
     options: dict[str, Any] = {}
+    probe: ProbeSettings | None = None
+
+
+class BreakerSettings(_Strict):
+    """When a deployment's circuit breaker opens, and for how long (per deployment)."""
+
+    consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
+    window: Annotated[int, Field(ge=2)] = 20
+    min_calls: Annotated[int, Field(ge=1)] = 10
+    open_seconds: Annotated[float, Field(gt=0)] = 10.0
+    max_open_seconds: Annotated[float, Field(gt=0)] = 300.0
 
 
 class HedgeSettings(_Strict):
@@ -114,6 +138,7 @@ class RouteSettings(_Strict):
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
+    breaker: BreakerSettings = BreakerSettings()
     providers: dict[str, ProviderSettings] = {}
     deployments: dict[str, DeploymentSettings] = {}
     routes: dict[str, RouteSettings] = {}

@@ -147,6 +147,11 @@ class _Run:
         while self.needed > 0 and self.attempts < MAX_ATTEMPTS:
             if self._deadline_passed():
                 return False
+            if not self._can_finish(candidate):
+                self.notes.append(
+                    f"skipped {candidate.name}: its typical latency exceeds the time left"
+                )
+                return True
             self.attempts += 1
             outcome = await self._attempt(candidate, queue)
             if outcome.succeeded:
@@ -224,6 +229,13 @@ class _Run:
 
     def _deadline_passed(self) -> bool:
         return self.request.deadline is not None and self.context.clock() >= self.request.deadline
+
+    def _can_finish(self, candidate: Candidate) -> bool:
+        """Whether an attempt started now is likely to end before the deadline (by its p50)."""
+        if self.request.deadline is None:
+            return True
+        typical = self.context.health.latency_percentile(candidate.name, 50)
+        return typical is None or self.context.clock() + typical < self.request.deadline
 
     def _can_wait(self, delay: float) -> bool:
         if self.request.deadline is None:

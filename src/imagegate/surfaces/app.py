@@ -92,12 +92,24 @@ def build_app(gateway: Gateway) -> web.Application:
     admin_routes.add_routes(app)
 
     app.cleanup_ctx.append(_sweep_expired_images)
+    app.cleanup_ctx.append(_run_probes)
 
     async def close_gateway(_: web.Application) -> None:
         await gateway.aclose()
 
     app.on_cleanup.append(close_gateway)
     return app
+
+
+async def _run_probes(app: web.Application) -> AsyncIterator[None]:
+    """Active probes of the deployments that configure them, for as long as the app runs."""
+    prober = app[GATEWAY].prober
+    task = asyncio.create_task(prober.run(), name="imagegate-probes") if prober.plans else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _sweep_expired_images(app: web.Application) -> AsyncIterator[None]:
