@@ -10,6 +10,7 @@
     ├── UpstreamError            one failed upstream attempt: FailureKind, status, provider code
     │                            and message, retry hint, diagnosis (what is wrong, and the fix)
     ├── AllCandidatesFailed      every candidate failed; carries the attempts in order
+    ├── NoCapacity               (router/pacer.py) no upstream quota before the deadline
     ├── ConfigError              the configuration is wrong; names the field's path
     └── StorageError             an image could not be stored or read back
 
