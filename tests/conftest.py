@@ -25,7 +25,7 @@ SIM_CONFIG: dict[str, Any] = {
     "routes": {
         "sim-image": ["sim-default"],
         "sim-fallback": ["sim-broken", "sim-default"],
-        "sim-dead": ["sim-broken"],
+        "sim-dead": {"candidates": ["sim-broken"], "retries": {"unavailable": 1}},
     },
 }
 

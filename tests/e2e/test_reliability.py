@@ -156,7 +156,7 @@ async def test_breaker_takes_a_failing_primary_out(
         assert (
             await openai_client(base).images.generate(model="one-key-then-gpt", prompt="x")
         ).data
-    assert len(gemini.requests) == 5  # five failures in a row open it; then no more calls
+    assert len(gemini.requests) == 8  # eight failures in a row open it; then no more calls
     async with aiohttp.ClientSession() as session, session.get(f"{base}/v1/status") as response:
         status = await response.json()
     flash = next(d for d in status["deployments"] if d["deployment"] == "flash-one")

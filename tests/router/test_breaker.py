@@ -37,8 +37,12 @@ def state(breaker: Breaker) -> BreakerState:
     return breaker.state
 
 
+# The state machine is tested at these thresholds; the shipped defaults are tuned separately.
+MECHANISM = {"consecutive_failures": 5, "error_rate": 0.5, "window": 20, "min_calls": 10}
+
+
 def make(clock: FakeClock, **policy: float) -> Breaker:
-    return Breaker(BreakerPolicy(**policy), clock=clock)  # type: ignore[arg-type]
+    return Breaker(BreakerPolicy(**{**MECHANISM, **policy}), clock=clock)  # type: ignore[arg-type]
 
 
 def feed(breaker: Breaker, outcomes: Sequence[FailureKind | None]) -> None:
@@ -268,7 +272,7 @@ def test_the_snapshot_is_a_frozen_copy(clock: FakeClock) -> None:
         {"consecutive_failures": 0},
         {"error_rate": 0.0},
         {"error_rate": 1.5},
-        {"min_calls": 30},  # more than the window: the rate could never be judged
+        {"window": 20, "min_calls": 30},  # more than the window: the rate could never be judged
         {"open_seconds": 0.0},
         {"max_open_seconds": 5.0},
         {"probe_timeout": 0.0},

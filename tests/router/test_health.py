@@ -134,7 +134,7 @@ def test_counts_by_kind_are_a_frozen_copy(board: HealthBoard) -> None:
 
 
 def test_recording_drives_the_deployments_breaker(board: HealthBoard, clock: FakeClock) -> None:
-    for _ in range(5):
+    for _ in range(BreakerPolicy().consecutive_failures):
         board.record("flux", FailureKind.UNAVAILABLE, 0.1)
     clock.advance(4.0)
     (health,) = board.snapshot()

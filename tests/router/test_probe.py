@@ -28,7 +28,7 @@ def config(
 ) -> dict[str, Any]:
     return {
         "server": {"data_dir": str(tmp_path)},
-        "breaker": {"open_seconds": 0.1, "max_open_seconds": 0.2},
+        "breaker": {"open_seconds": 0.1, "max_open_seconds": 0.2, "consecutive_failures": 5},
         "providers": {
             "g": {"kind": "gemini", "base_url": f"{gemini.base_url}/v1beta", "keys": ["HOME"]}
         },

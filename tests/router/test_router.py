@@ -35,6 +35,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
                 "slow": ["slow", "ok"],
                 "slow-only": ["slow"],
                 "dead": ["unavailable"],
+                "dead-once": {"candidates": ["unavailable"], "retries": {"unavailable": 1}},
             },
         },
         source="test",
@@ -73,9 +74,22 @@ async def test_kinds_another_upstream_cannot_fix_stop_at_once(
     assert len(caught.value.attempts) == 1  # the second, healthy candidate was not asked
 
 
-async def test_last_candidate_gets_one_retry_for_unavailable(gateway: Gateway) -> None:
+async def test_last_candidate_retries_unavailable_with_backoff(gateway: Gateway) -> None:
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+
+    gateway.router.sleep = record
     with pytest.raises(AllCandidatesFailed) as caught:
         await gateway.generate(request("dead"))
+    assert [a.kind for a in caught.value.attempts] == [FailureKind.UNAVAILABLE] * 5
+    assert waits == [0.5, 1.0, 2.0, 4.0]
+
+
+async def test_a_route_sets_the_whole_retry_count(gateway: Gateway) -> None:
+    with pytest.raises(AllCandidatesFailed) as caught:
+        await gateway.generate(request("dead-once"))
     assert [a.kind for a in caught.value.attempts] == [FailureKind.UNAVAILABLE] * 2
 
 

@@ -105,10 +105,10 @@ class DeploymentSettings(_Strict):
 class BreakerSettings(_Strict):
     """When a deployment's circuit breaker opens, and for how long (per deployment)."""
 
-    consecutive_failures: Annotated[int, Field(ge=1)] = 5
-    error_rate: Annotated[float, Field(gt=0, le=1)] = 0.5
-    window: Annotated[int, Field(ge=2)] = 20
-    min_calls: Annotated[int, Field(ge=1)] = 10
+    consecutive_failures: Annotated[int, Field(ge=1)] = 8
+    error_rate: Annotated[float, Field(gt=0, le=1)] = 0.6
+    window: Annotated[int, Field(ge=2)] = 40
+    min_calls: Annotated[int, Field(ge=1)] = 20
     open_seconds: Annotated[float, Field(gt=0)] = 10.0
     max_open_seconds: Annotated[float, Field(gt=0)] = 300.0
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.core.request import ImageRequest
@@ -33,6 +33,7 @@ class AttemptContext:
     health: HealthBoard
     records: list[Attempt]
     clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 @dataclasses.dataclass(slots=True)

@@ -63,10 +63,12 @@ class BreakerPolicy:
     `probe_timeout` is presumed lost, and the next caller probes instead.
     """
 
-    consecutive_failures: int = 5
-    error_rate: float = 0.5
-    window: int = 20
-    min_calls: int = 10
+    # Tuned so a deployment failing 70 % trips within ~20 calls while one failing 30 % (which
+    # retries handle) almost never does: Binomial(40, 0.3) ≥ 24 has odds of about 1 in 10^5.
+    consecutive_failures: int = 8
+    error_rate: float = 0.6
+    window: int = 40
+    min_calls: int = 20
     open_seconds: float = 10.0
     max_open_seconds: float = 300.0
     # Longer than any image call should take: it only guards against a caller that was allowed

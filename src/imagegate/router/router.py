@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from imagegate.core.errors import (
     AllCandidatesFailed,
@@ -41,11 +41,13 @@ class Router:
         health: HealthBoard,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.table = table
         self.pacer = pacer
         self.health = health
         self.clock = clock
+        self.sleep = sleep  # backoff waits; tests pass one that records instead of waiting
 
     async def generate(self, request: ImageRequest) -> ImageResult:
         """Images for `request`, from the first candidates able to make them.
@@ -54,7 +56,8 @@ class Router:
         """
         route = self.table.route(request.model)
         usable = _usable_candidates(route, request)
-        run = _Run(request, route, AttemptContext(self.pacer, self.health, [], self.clock))
+        context = AttemptContext(self.pacer, self.health, [], self.clock, self.sleep)
+        run = _Run(request, route, context)
         try:
             await run.through(usable)
         except BaseException:
@@ -123,11 +126,18 @@ class _Run:
                 return
         if self.needed > 0 and not self.tried and skipped:
             # Every candidate's breaker is open: a request still deserves one real try, on the
-            # deployment that has been out the longest.
-            forced = min(skipped, key=lambda c: self.context.health.breaker(c.name).retry_in or 0)
+            # deployment that has recently succeeded most often.
+            forced = max(skipped, key=self._recent_success)
             self.notes.append(f"all circuit breakers open; tried {forced.name} anyway")
             self.tried.add(forced.name)
             await self._try(forced, [])
+
+    def _recent_success(self, candidate: Candidate) -> float:
+        """The share of recent calls that succeeded: with every breaker open, the best bet."""
+        for health in self.context.health.snapshot():
+            if health.deployment == candidate.name and health.success_rate is not None:
+                return health.success_rate
+        return 0.0
 
     def _later_has_capacity(self, candidate: Candidate, queue: list[Candidate]) -> bool:
         pacer = self.context.pacer
@@ -193,7 +203,7 @@ class _Run:
                 return action.fall_over
             retry += 1
             if delay:
-                await asyncio.sleep(delay)
+                await self.context.sleep(delay)
         return True
 
     async def _attempt(self, candidate: Candidate, queue: list[Candidate]) -> AttemptOutcome:
