@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 
 import aiohttp
@@ -19,8 +20,11 @@ from imagegate.core.errors import ConfigError, FailureKind
 from imagegate.core.payload import HeldB64, decode
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import GeneratedImage, ImageResult
+from imagegate.ledger.ledger import Booking, Ledger
 from imagegate.output.convert import transcode
+from imagegate.policy.admission import Admission
 from imagegate.policy.clients import ClientKeys
+from imagegate.policy.limits import ClientLimiter
 from imagegate.providers import registry
 from imagegate.providers._http import make_session
 from imagegate.router.breaker import BreakerPolicy
@@ -29,6 +33,9 @@ from imagegate.router.pacer import MemoryPacer
 from imagegate.router.probe import Prober, plan_for
 from imagegate.router.router import Router
 from imagegate.router.table import Candidate, HedgePolicy, Route, RoutePolicy, RouteTable
+from imagegate.state import engine as database
+from imagegate.state.bookings import LedgerStore
+from imagegate.state.keys import ClientKey, KeyStore
 from imagegate.storage.local import LocalImageStore, UrlSigner, load_or_create_secret
 
 
@@ -130,7 +137,16 @@ class Gateway:
             self.health,
         )
         self.router = Router(self.routes, self.pacer, self.health)
-        self.clients = ClientKeys.from_settings(settings.auth)
+        self.engine = database.create_engine(
+            settings.database_url(), search_path=settings.database.search_path
+        )
+        self.keys = KeyStore(self.engine)
+        self.clients = ClientKeys.from_settings(settings.auth, self.keys)
+        # Names this process in the ledger; the same name after a restart lets start-up settle
+        # what the previous life left pending (see Ledger.recover).
+        instance = f"{socket.gethostname()}:{settings.server.port}"
+        self.ledger = Ledger(LedgerStore(self.engine), deployments, instance)
+        self.admission = Admission(self.ledger, ClientLimiter())
         images = settings.data_path / "images"
         self.store = LocalImageStore(images)
         self.signer = UrlSigner(
@@ -142,8 +158,23 @@ class Gateway:
     def create(cls, settings: Settings) -> Gateway:
         return cls(settings, make_session())
 
+    async def open(self) -> int:
+        """Migrate the database and settle what a crash left pending; returns how many."""
+        await database.upgrade(self.engine, search_path=self.settings.database.search_path)
+        return await self.ledger.recover(self.settings.server.request_timeout_seconds)
+
     async def aclose(self) -> None:
         await self.session.close()
+        await self.engine.dispose()
+
+    async def admit(self, request: ImageRequest, key: ClientKey | None) -> Booking:
+        """Check the request against the key's limits and budgets and open its ledger row.
+
+        Raises a ClientError (403, 404, 409, 429) before any upstream is called.
+        """
+        route = self.routes.route(request.model)
+        deployments = [c.name for c in (*route.candidates, *route.policy.variants.values())]
+        return await self.admission.admit(request, key, deployments)
 
     def model_names(self) -> list[str]:
         return sorted(self.routes.routes)

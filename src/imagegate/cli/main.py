@@ -1,4 +1,4 @@
-"""The `imagegate` command: serve, init, check-config, generate."""
+"""The `imagegate` command: serve, init, check-config, generate, doctor, keys, usage, db."""
 
 from __future__ import annotations
 
@@ -14,8 +14,13 @@ import typer
 from rich.console import Console
 
 from imagegate import __version__
+from imagegate.cli import keys as keys_commands
+from imagegate.cli.database import opened, shown_url
+from imagegate.cli.options import ConfigOption
+from imagegate.cli.options import fail_config as _fail_config
+from imagegate.cli.options import load as _load
+from imagegate.cli.usage import usage_command
 from imagegate.config.defaults import DEFAULT_CONFIG
-from imagegate.config.loader import load_settings
 from imagegate.config.settings import Settings
 from imagegate.core.errors import ConfigError
 
@@ -28,11 +33,10 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Configuration file (default: embedded simulator setup)."),
-]
+db_app = typer.Typer(help="The database of keys and the ledger.", no_args_is_help=True)
+app.add_typer(keys_commands.app, name="keys")
+app.add_typer(db_app, name="db")
+app.command("usage")(usage_command)
 
 
 def _version(value: bool) -> None:
@@ -50,24 +54,17 @@ def main_options(
     """imagegate: one endpoint in front of many image models."""
 
 
-def _load(config: Path | None) -> Settings:
-    from imagegate.gateway import validate
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None) -> None:
+    """Bring the database to the newest schema (`imagegate serve` also does this on start)."""
+    settings = _load(config)
 
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        _fail_config(config, exc.problems)
-    problems = validate(settings)
-    if problems:
-        _fail_config(config, problems)
-    return settings
+    async def run() -> None:
+        async with opened(settings):
+            pass
 
-
-def _fail_config(config: Path | None, problems: list[str]) -> None:
-    err.print(f"[red]✗[/red] {config or 'configuration'}: {len(problems)} problem(s)")
-    for problem in problems:
-        err.print(f"  - {problem}", markup=False, highlight=False)
-    raise typer.Exit(code=2)
+    asyncio.run(run())
+    out.print(f"[green]✓[/green] {shown_url(settings)} is at the newest schema", highlight=False)
 
 
 @app.command()
@@ -82,7 +79,8 @@ def serve(
         update={k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     )
     settings = settings.model_copy(update={"server": server})
-    open_access = not settings.auth.keys
+    # Migrates on the way, so that the check below (and the gateway) find the tables.
+    open_access = not settings.auth.keys and not asyncio.run(_database_has_keys(settings))
     if (
         open_access
         and not _is_loopback(server.host)
@@ -90,10 +88,18 @@ def serve(
     ):
         err.print(
             f"[red]✗[/red] refusing to listen on {server.host} with no client keys: anyone could"
-            " spend your upstream quota. Configure auth.keys, or listen on 127.0.0.1."
+            " spend your upstream quota. Create one with `imagegate keys create --name NAME`,"
+            " configure auth.keys, or listen on 127.0.0.1."
         )
         raise typer.Exit(code=2)
     _run(settings, open_access)
+
+
+async def _database_has_keys(settings: Settings) -> bool:
+    from imagegate.state.keys import KeyStore
+
+    async with opened(settings) as engine:
+        return await KeyStore(engine).any_active()
 
 
 def _run(settings: Settings, open_access: bool) -> None:
@@ -110,8 +116,12 @@ def _run(settings: Settings, open_access: bool) -> None:
     server = settings.server
     out.print(f"imagegate {__version__} on http://{server.host}:{server.port}")
     out.print(f"  models: {', '.join(sorted(settings.routes))}")
+    out.print(f"  ledger: {shown_url(settings)}", highlight=False)
     if open_access:
-        out.print("  [yellow]no client keys configured: open to anyone on this machine[/yellow]")
+        out.print(
+            "  [yellow]no client keys configured: open to anyone on this machine"
+            " (loopback only); `imagegate keys create --name NAME` closes it[/yellow]"
+        )
     web.run_app(
         create_app(settings),
         host=server.host,

@@ -17,10 +17,18 @@ server:
   # public_url: https://images.example.com   # base of image URLs given to clients
 
 auth:
-  keys: []                   # empty: no client key needed (loopback only)
-  # keys:
+  keys: []                   # empty, and no `imagegate keys create` key: open (loopback only)
+  # keys:                    # static keys; `imagegate keys create` makes keys in the database
   #   - name: my-app
   #     key_env: IMAGEGATE_KEY_MY_APP   # or  sha256: <hex digest of the key>
+  #     routes: [sim-image]             # optional limits, as for database keys
+  #     images_per_minute: 10
+  #     budget_usd_per_day: 5
+  admin_token_env: IMAGEGATE_ADMIN_TOKEN  # the admin API answers to this token; unset: off
+
+database:                    # client keys and the ledger; migrated on start
+  url: null                  # default: SQLite at <data_dir>/imagegate.db
+  # url_env: IMAGEGATE_DATABASE_URL   # e.g. postgresql+asyncpg://user:pass@host/db
 
 providers:
   sim:
@@ -44,7 +52,7 @@ deployments:
   #   provider: google
   #   model: gemini-2.5-flash-image
   #   limits: {images_per_minute: 10}
-  #   price: {per_image: 0.039}
+  #   price: {per_image: 0.039}         # what the ledger books per image (see README)
   # gpt-image:
   #   provider: openai
   #   model: gpt-image-1.5

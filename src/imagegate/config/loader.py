@@ -84,6 +84,13 @@ def check_references(settings: Settings, known_kinds: set[str]) -> list[str]:
         problems += _check_route_policy(alias, route, settings)
     if not settings.routes:
         problems.append("routes: no route is configured, so no model can be served")
+    for index, key in enumerate(settings.auth.keys):
+        for alias in key.routes or []:
+            if alias not in settings.routes:
+                problems.append(
+                    f"auth.keys[{index}].routes: no route named {alias!r}"
+                    + _choices(settings.routes)
+                )
     return problems
 
 
@@ -122,6 +129,9 @@ def check_secrets(settings: Settings, environ: Mapping[str, str] | None = None) 
             problems.append(f"{where}: give exactly one of key_env or sha256")
         elif key.key_env is not None and not env.get(key.key_env):
             problems.append(f"{where}.key_env: environment variable {key.key_env} is not set")
+    url_env = settings.database.url_env
+    if url_env is not None and not env.get(url_env) and settings.database.url is None:
+        problems.append(f"database.url_env: environment variable {url_env} is not set")
     return problems
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,11 +29,20 @@ class ServerSettings(_Strict):
 
 
 class ClientKeySettings(_Strict):
-    """A client API key: given by the env var that holds it, or by its SHA-256 hex digest."""
+    """A static client API key: given by the env var that holds it, or by its SHA-256 hex digest.
+
+    Keys made with `imagegate keys create` live in the database; these bootstrap keys take the
+    same limits and budgets, and are booked in the ledger as `config:<name>`.
+    """
 
     name: str
     key_env: str | None = None
     sha256: str | None = None
+    routes: list[str] | None = None  # None: every route
+    requests_per_minute: Annotated[int, Field(gt=0)] | None = None
+    images_per_minute: Annotated[int, Field(gt=0)] | None = None
+    budget_usd_per_day: Annotated[float, Field(ge=0)] | None = None
+    budget_usd_per_month: Annotated[float, Field(ge=0)] | None = None
 
     @field_validator("sha256")
     @classmethod
@@ -46,6 +57,27 @@ class AuthSettings(_Strict):
 
     keys: list[ClientKeySettings] = []
     allow_open_on_public_interface: bool = False
+    # The admin API (/v1/admin/keys, all of /v1/usage) answers only to this token; unset: off.
+    admin_token_env: str = "IMAGEGATE_ADMIN_TOKEN"
+
+
+class DatabaseSettings(_Strict):
+    """Where keys and the ledger live: SQLite in data_dir unless a URL is given.
+
+    `url_env` names an environment variable holding the URL (it may carry a password);
+    `search_path` puts the tables in that PostgreSQL schema (created if missing).
+    """
+
+    url: str | None = None
+    url_env: str | None = None
+    search_path: str | None = None
+
+    @field_validator("search_path")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_NAME.match(value):
+            raise ValueError("must be a plain identifier (letters, digits, underscores)")
+        return value
 
 
 class ProviderSettings(_Strict):
@@ -74,11 +106,23 @@ class LimitSettings(_Strict):
     concurrency: Annotated[int, Field(gt=0)] | None = None
 
 
+_USD = Annotated[float, Field(ge=0)]
+
+
 class PriceSettings(_Strict):
-    per_image: Annotated[float, Field(ge=0)] = 0.0
-    per_image_by_tier: dict[str, Annotated[float, Field(ge=0)]] = {}
-    per_million_input_tokens: Annotated[float, Field(ge=0)] = 0.0
-    per_million_output_image_tokens: Annotated[float, Field(ge=0)] = 0.0
+    """List prices in USD; `ledger/pricing.py` documents how they combine."""
+
+    per_image: _USD = 0.0
+    # keys: a tier (1K), a pixel size (1536x1024), either with /quality (1536x1024/high)
+    per_image_by_tier: dict[str, _USD] = {}
+    per_image_by_quality: dict[str, _USD] = {}
+    per_input_image: _USD = 0.0
+    per_million_input_tokens: _USD = 0.0
+    per_million_input_text_tokens: _USD | None = None  # None: per_million_input_tokens
+    per_million_input_image_tokens: _USD | None = None  # None: per_million_input_tokens
+    per_million_output_text_tokens: _USD = 0.0
+    per_million_output_image_tokens: _USD = 0.0
+    batch_discount: Annotated[float, Field(ge=0, lt=1)] = 0.0  # share off for batch requests
 
 
 class ProbeSettings(_Strict):
@@ -138,6 +182,7 @@ class RouteSettings(_Strict):
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
+    database: DatabaseSettings = DatabaseSettings()
     breaker: BreakerSettings = BreakerSettings()
     providers: dict[str, ProviderSettings] = {}
     deployments: dict[str, DeploymentSettings] = {}
@@ -154,3 +199,12 @@ class Settings(_Strict):
     @property
     def data_path(self) -> Path:
         return Path(self.server.data_dir).expanduser()
+
+    def database_url(self, environ: Mapping[str, str] | None = None) -> str:
+        """The configured database URL; SQLite in data_dir by default."""
+        env = os.environ if environ is None else environ
+        if self.database.url_env is not None and env.get(self.database.url_env):
+            return env[self.database.url_env]
+        if self.database.url is not None:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{(self.data_path / 'imagegate.db').resolve()}"

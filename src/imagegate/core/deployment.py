@@ -25,12 +25,20 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """List price in USD. Per image, optionally by resolution tier; token prices where billed."""
+    """List price in USD: per image (by tier, size and quality), per input image, per token where
+    the provider bills tokens. `ledger/pricing.py` is the one place that combines these."""
 
     per_image: float = 0.0
+    # keys: a tier ("1K"), a pixel size ("1536x1024"), either with "/<quality>" ("1K/high")
     per_image_by_tier: Mapping[str, float] = field(default_factory=dict)
+    per_image_by_quality: Mapping[str, float] = field(default_factory=dict)
+    per_input_image: float = 0.0
     per_million_input_tokens: float = 0.0
+    per_million_input_text_tokens: float | None = None  # None: per_million_input_tokens
+    per_million_input_image_tokens: float | None = None  # None: per_million_input_tokens
+    per_million_output_text_tokens: float = 0.0
     per_million_output_image_tokens: float = 0.0
+    batch_discount: float = 0.0  # share taken off for batch requests (0.5 = half price)
 
 
 @dataclass(frozen=True, slots=True)

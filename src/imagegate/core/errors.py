@@ -5,7 +5,11 @@
     │   ├── InvalidRequest         400, names the offending parameter
     │   ├── PayloadTooLarge        413
     │   ├── Unauthorized           401
+    │   ├── PermissionDenied       403, the client key may not use this route
     │   ├── ModelNotFound          404, lists the models that exist
+    │   ├── DuplicateRequest       409, an Idempotency-Key already ran or is running
+    │   ├── ClientRateLimited      429, the client key's own RPM/IPM limit; says when it resets
+    │   ├── BudgetExceeded         429, the client key's day/month budget; says when it resets
     │   └── UnsupportedRequest     400, no candidate can serve a field of the request
     ├── UpstreamError            one failed upstream attempt: FailureKind, status, provider code
     │                            and message, retry hint, diagnosis (what is wrong, and the fix)
@@ -56,6 +60,7 @@ class ClientError(ImagegateError):
 
     status = 400
     code = "invalid_request"
+    retry_after: float | None = None  # seconds, for refusals that end at a known time
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -76,6 +81,34 @@ class PayloadTooLarge(ClientError):
 class Unauthorized(ClientError):
     status = 401
     code = "invalid_api_key"
+
+
+class PermissionDenied(ClientError):
+    status = 403
+    code = "route_not_allowed"
+
+
+class DuplicateRequest(ClientError):
+    status = 409
+    code = "idempotency_key_reused"
+
+
+class ClientRateLimited(ClientError):
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BudgetExceeded(ClientError):
+    status = 429
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class ModelNotFound(ClientError):

@@ -31,12 +31,17 @@ class GeneratedImage:
 
 @dataclass(slots=True)
 class Usage:
-    """Upstream usage signals, as reported (token counts) — the ledger prices them."""
+    """Upstream usage signals, as reported (token counts) — the ledger prices them.
+
+    `cost_usd` is what the upstream itself said the call cost (BFL's `cost`); when present it
+    wins over every price table.
+    """
 
     input_text_tokens: int = 0
     input_image_tokens: int = 0
     output_image_tokens: int = 0
     output_text_tokens: int = 0
+    cost_usd: float | None = None
 
     @property
     def input_tokens(self) -> int:
@@ -51,6 +56,8 @@ class Usage:
         self.input_image_tokens += other.input_image_tokens
         self.output_image_tokens += other.output_image_tokens
         self.output_text_tokens += other.output_text_tokens
+        if other.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,9 @@ from aiohttp.typedefs import Middleware
 from imagegate import __version__
 from imagegate.config.settings import Settings
 from imagegate.gateway import Gateway
+from imagegate.surfaces.admin import keys as admin_keys
 from imagegate.surfaces.admin import routes as admin_routes
+from imagegate.surfaces.admin import usage as admin_usage
 from imagegate.surfaces.context import GATEWAY, REQUEST_ID
 from imagegate.surfaces.openai import errors as openai_errors
 from imagegate.surfaces.openai import routes as openai_routes
@@ -63,7 +65,8 @@ async def errors_in_surface_format(request: web.Request, handler: Handler) -> we
 def _http_message(exc: web.HTTPException, http: web.Request) -> str:
     if exc.status == 404:
         return (
-            f"Unknown path {http.path}. This gateway serves /v1/images/generations and /v1/models."
+            f"Unknown path {http.path}. This gateway serves /v1/images/generations, /v1/models,"
+            " /v1/usage and /v1/admin/keys."
         )
     if exc.status == 405:
         return f"Method {http.method} is not allowed on {http.path}."
@@ -90,7 +93,10 @@ def build_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/healthz", healthz)
     openai_routes.add_routes(app)
     admin_routes.add_routes(app)
+    admin_keys.add_routes(app)
+    admin_usage.add_routes(app)
 
+    app.cleanup_ctx.append(_open_database)
     app.cleanup_ctx.append(_sweep_expired_images)
     app.cleanup_ctx.append(_run_probes)
 
@@ -99,6 +105,18 @@ def build_app(gateway: Gateway) -> web.Application:
 
     app.on_cleanup.append(close_gateway)
     return app
+
+
+async def _open_database(app: web.Application) -> AsyncIterator[None]:
+    """Migrate on start, and settle what a killed previous run left pending, before serving."""
+    abandoned = await app[GATEWAY].open()
+    if abandoned:
+        log.warning(
+            "marked %d request(s) left pending by an earlier run as abandoned (cost 0):"
+            " the gateway stopped before answering them",
+            abandoned,
+        )
+    yield
 
 
 async def _run_probes(app: web.Application) -> AsyncIterator[None]:

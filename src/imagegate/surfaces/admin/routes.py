@@ -20,7 +20,7 @@ from imagegate.surfaces.openai import errors
 async def status(http: web.Request) -> web.Response:
     gateway = http.app[GATEWAY]
     try:
-        gateway.clients.authenticate(bearer_token(http))
+        await gateway.clients.authenticate(bearer_token(http))
     except ClientError as exc:
         return errors.client_error(exc)
     body = {

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import logging
+import math
 import time
 from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
 
-from imagegate.core.errors import AllCandidatesFailed, ClientError
+from imagegate.core.errors import AllCandidatesFailed, ClientError, InvalidRequest
 from imagegate.core.payload import TruncatedImage, decode
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import ImageResult
 from imagegate.gateway import Gateway
+from imagegate.ledger.ledger import Booking
+from imagegate.ledger.pricing import format_usd
 from imagegate.surfaces.context import (
     GATEWAY,
     bearer_token,
@@ -30,41 +36,131 @@ from imagegate.surfaces.openai.translate import (
 )
 
 STARTED = int(time.time())
+COST_HEADER = "x-imagegate-cost-usd"
+# OpenAI's error types by status, for the refusals this surface makes itself.
+_ERROR_TYPES = {
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    409: "invalid_request_error",
+    429: "rate_limit_error",
+}
+log = logging.getLogger("imagegate.openai")
 
 
 async def generations(http: web.Request) -> web.StreamResponse:
     gateway = http.app[GATEWAY]
     try:
-        client = gateway.clients.authenticate(bearer_token(http))
+        key = await gateway.clients.authenticate(bearer_token(http))
         body = await read_json(http)
         wire = parse_generation(body, max_prompt_chars=gateway.settings.server.max_prompt_chars)
         request = to_image_request(
             wire,
             request_id=request_id(http),
-            client_id=client,
+            client_id=None if key is None else key.id,
             deadline=client_deadline(http, gateway.settings.server.request_timeout_seconds),
         )
-        result = await gateway.generate(request)
+        request = dataclasses.replace(request, idempotency_key=idempotency_key(http))
+        booking = await gateway.admit(request, key)
     except ClientError as exc:
-        return errors.client_error(exc)
-    except AllCandidatesFailed as exc:
-        return errors.upstream_failure(exc)
+        return refusal(exc)
+    booked = await _generate_and_book(gateway, booking)
+    if isinstance(booked, web.Response):
+        return booked
+    result, cost = booked
+    headers = {**_served_headers(result), COST_HEADER: format_usd(cost)}
+    completed = False
     try:
         if wire.response_format == "url":
-            return await _url_response(http, gateway, result, request)
-        if wire.stream:
-            return await _stream(http, result, sse_answer(result, request), "text/event-stream")
-        return await _stream(http, result, b64_answer(result, request), "application/json")
+            response: web.StreamResponse = await _url_response(
+                http, gateway, result, request, headers
+            )
+            completed = True
+        elif wire.stream:
+            pieces = sse_answer(result, request)
+            response, completed = await _stream(http, headers, pieces, "text/event-stream")
+        else:
+            pieces = b64_answer(result, request)
+            response, completed = await _stream(http, headers, pieces, "application/json")
     finally:
         await result.aclose()
+    if completed:
+        await _book_usage(gateway, booking, result)
+    return response
+
+
+async def _generate_and_book(
+    gateway: Gateway, booking: Booking
+) -> tuple[ImageResult, int] | web.Response:
+    """The images, booked before their first byte is sent; or the error, booked too."""
+    ledger = gateway.ledger
+    try:
+        result = await gateway.generate(booking.request)
+    except AllCandidatesFailed as exc:
+        final = exc.final
+        cost = await ledger.book_failure(
+            booking, outcome=str(final.kind), diagnosis=final.diagnosis, attempts=exc.attempts
+        )
+        failure = errors.upstream_failure(exc)
+        failure.headers[COST_HEADER] = format_usd(cost)
+        return failure
+    except ClientError as exc:
+        await ledger.book_failure(booking, outcome=exc.code, diagnosis=exc.message)
+        return refusal(exc)
+    except BaseException as exc:
+        # Settle even on a crash or cancellation, so no reservation is held until a restart.
+        await asyncio.shield(
+            ledger.book_failure(booking, outcome="internal_error", diagnosis=type(exc).__name__)
+        )
+        raise
+    try:
+        cost = await ledger.book_success(booking, result)
+    except BaseException:
+        await result.aclose()
+        raise
+    return result, cost
+
+
+async def _book_usage(gateway: Gateway, booking: Booking, result: ImageResult) -> None:
+    try:
+        await gateway.ledger.book_usage(booking, result)
+    except Exception:
+        # The answer is out and the table price is booked: log, do not fail the request.
+        log.exception("re-pricing request %s by upstream usage failed", booking.request.request_id)
+
+
+def idempotency_key(http: web.Request) -> str | None:
+    value = http.headers.get("Idempotency-Key")
+    if value is None:
+        return None
+    if not value.strip() or len(value) > 255:
+        raise InvalidRequest(
+            "Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key"
+        )
+    return value.strip()
+
+
+def refusal(exc: ClientError) -> web.Response:
+    """A client error; refusals that end at a known time carry retry-after."""
+    response = errors.error_response(
+        exc.status,
+        exc.message,
+        code=exc.code,
+        param=exc.param,
+        error_type=_ERROR_TYPES.get(exc.status),
+    )
+    response.headers[COST_HEADER] = "0"
+    if exc.retry_after is not None:
+        response.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+    return response
 
 
 async def _stream(
-    http: web.Request, result: ImageResult, pieces: AsyncIterator[bytes], content_type: str
-) -> web.StreamResponse:
+    http: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes], content_type: str
+) -> tuple[web.StreamResponse, bool]:
+    """Send the answer; True when it was sent whole (the upstream's usage is then known)."""
     # The 200 is committed once every image's header has been checked; if an upstream then
     # breaks off mid-image, the client gets a truncated body rather than a clean error.
-    response = web.StreamResponse(headers=_served_headers(result))
+    response = web.StreamResponse(headers=headers)
     response.content_type = content_type
     await response.prepare(http)
     try:
@@ -76,13 +172,18 @@ async def _stream(
         # never a complete-looking one.
         if http.transport is not None:
             http.transport.close()
+        return response, False
     except ConnectionResetError:
-        pass  # the client went away; the finally in the handler releases the upstream
-    return response
+        return response, False  # the client went away; the handler releases the upstream
+    return response, True
 
 
 async def _url_response(
-    http: web.Request, gateway: Gateway, result: ImageResult, request: ImageRequest
+    http: web.Request,
+    gateway: Gateway,
+    result: ImageResult,
+    request: ImageRequest,
+    headers: dict[str, str],
 ) -> web.Response:
     base = gateway.settings.server.public_url or f"{http.scheme}://{http.host}"
     urls = []
@@ -93,7 +194,7 @@ async def _url_response(
     return web.Response(
         body=url_answer(result, request, urls),
         content_type="application/json",
-        headers=_served_headers(result),
+        headers=headers,
     )
 
 
@@ -148,7 +249,7 @@ async def image_file(http: web.Request) -> web.Response:
 async def list_models(http: web.Request) -> web.Response:
     gateway = http.app[GATEWAY]
     try:
-        gateway.clients.authenticate(bearer_token(http))
+        await gateway.clients.authenticate(bearer_token(http))
     except ClientError as exc:
         return errors.client_error(exc)
     data = [_model(name) for name in gateway.model_names()]
@@ -161,7 +262,7 @@ async def get_model(http: web.Request) -> web.Response:
     gateway = http.app[GATEWAY]
     name = http.match_info["model"]
     try:
-        gateway.clients.authenticate(bearer_token(http))
+        await gateway.clients.authenticate(bearer_token(http))
         gateway.routes.route(name)
     except ClientError as exc:
         return errors.client_error(exc)

@@ -1,0 +1,1 @@
+"""Durable state: client keys and the ledger, on SQLite (embedded) or PostgreSQL (shared)."""

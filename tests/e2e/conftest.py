@@ -1,0 +1,3 @@
+from tests.dbfixtures import database
+
+__all__ = ["database"]

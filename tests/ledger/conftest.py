@@ -1,0 +1,3 @@
+from tests.dbfixtures import database, engine
+
+__all__ = ["database", "engine"]
