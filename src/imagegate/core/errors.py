@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from imagegate.core.request import ImageRequest
+    from imagegate.core.result import Attempt
 
 
 class FailureKind(enum.StrEnum):
@@ -167,12 +168,23 @@ class UpstreamError(ImagegateError):
 
 
 class AllCandidatesFailed(ImagegateError):
-    """Every candidate of the route failed. `final` is the failure the client is told about."""
+    """Every candidate of the route failed. `final` is the failure the client is told about.
 
-    def __init__(self, final: UpstreamError, attempts: Sequence[AttemptFailure]) -> None:
+    `attempts` are the failures in order (what the client is shown); `records` are every call
+    the router made, successes included (parts of n that arrived before the rest failed), with
+    key ids and latency, for the ledger.
+    """
+
+    def __init__(
+        self,
+        final: UpstreamError,
+        attempts: Sequence[AttemptFailure],
+        records: Sequence[Attempt] = (),
+    ) -> None:
         super().__init__(final.diagnosis)
         self.final = final
         self.attempts = list(attempts)
+        self.records = list(records)
 
 
 class ConfigError(ImagegateError):

@@ -280,7 +280,7 @@ class _Run:
             for r in self.records
             if r.kind is not None
         ]
-        return AllCandidatesFailed(final, attempts)
+        return AllCandidatesFailed(final, attempts, self.records)
 
     async def discard(self) -> None:
         for result in self.results:

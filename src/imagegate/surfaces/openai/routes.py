@@ -98,7 +98,7 @@ async def _generate_and_book(
     except AllCandidatesFailed as exc:
         final = exc.final
         cost = await ledger.book_failure(
-            booking, outcome=str(final.kind), diagnosis=final.diagnosis, attempts=exc.attempts
+            booking, outcome=str(final.kind), diagnosis=final.diagnosis, attempts=exc.records
         )
         failure = errors.upstream_failure(exc)
         failure.headers[COST_HEADER] = format_usd(cost)
