@@ -20,7 +20,13 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes import gemini_wire as wire
-from tests.fakes.gemini_failures import INSTANT_SCENARIOS, SCENARIOS, FailureContext, failure
+from tests.fakes.gemini_failures import (
+    INSTANT_SCENARIOS,
+    RATE_LIMIT_QUOTA_VALUE,
+    SCENARIOS,
+    FailureContext,
+    failure,
+)
 from tests.fakes.images import ImageFormat, encoded_image_b64
 from tests.fakes.proxy_pages import ProxyAnswer
 from tests.fakes.server import (
@@ -49,6 +55,7 @@ class FakeGemini(FakeUpstream):
 
     scenario_names = SCENARIOS
     instant_scenarios = INSTANT_SCENARIOS
+    quota_zero_scenario = "quota_zero"
 
     def __init__(
         self,
@@ -112,8 +119,17 @@ class FakeGemini(FakeUpstream):
         await self.wait(scenario, name)
         if scenario == "disconnect":
             return drop_connection(request)
+        # A refusal by the per-key quota tells the real wait and limit; else the fixed defaults.
+        quota = record.quota
         ctx = FailureContext(
-            model, generate, _version(request), streaming, self.retry_delay, request.host, _rid()
+            model,
+            generate,
+            _version(request),
+            streaming,
+            quota.retry_after if quota else self.retry_delay,
+            request.host,
+            _rid(),
+            quota_value=str(quota.limit) if quota else RATE_LIMIT_QUOTA_VALUE,
         )
         outcome = failure(scenario, ctx)
         if isinstance(outcome, wire.RpcError | ProxyAnswer):

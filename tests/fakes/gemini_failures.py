@@ -55,6 +55,11 @@ class FailureContext:
     retry_delay: float
     host: str
     response_id: str
+    quota_value: str = "10"  # the per-minute limit a rate_limited answer names
+
+
+# What rate_limited says its limit is when no per-key quota (--key-ipm) produced it.
+RATE_LIMIT_QUOTA_VALUE = "10"
 
 
 Failure = RpcError | ProxyAnswer | dict[str, Any]
@@ -111,7 +116,7 @@ def _per_minute_limit(ctx: FailureContext, limit: str) -> RpcError:
 
 
 def _rate_limited(ctx: FailureContext) -> RpcError:
-    return _per_minute_limit(ctx, "10")
+    return _per_minute_limit(ctx, ctx.quota_value)
 
 
 def _quota_stuck(ctx: FailureContext) -> RpcError:
@@ -223,6 +228,13 @@ _BUILDERS: dict[str, Callable[[FailureContext], Failure]] = {
         503, "UNAVAILABLE", "The model is overloaded. Please try again later."
     ),
     "capacity_429": _capacity_429,
+    # The wording Gemini's 503 switched to in 2025 (from memory of real answers; unverified).
+    "high_demand": lambda ctx: RpcError(
+        503,
+        "UNAVAILABLE",
+        "This model is currently experiencing high demand. Spikes in demand are usually "
+        "temporary. Please try again later.",
+    ),
     "unavailable": lambda ctx: RpcError(
         503, "UNAVAILABLE", "The service is currently unavailable."
     ),
@@ -258,6 +270,7 @@ IMAGE_SCENARIOS = frozenset({"ok", "slow", "jpeg_output", "wrong_size", "truncat
 SCENARIOS = frozenset({*_BUILDERS, *IMAGE_SCENARIOS, "disconnect"})
 # Rejected at admission, before any generation, so they answer without the configured hold.
 INSTANT_SCENARIOS = frozenset({
-    "rate_limited", "quota_zero", "quota_stuck", "capacity", "capacity_429", "billing",
+    "rate_limited", "quota_zero", "quota_stuck", "capacity", "capacity_429", "high_demand",
+    "billing",
     "permission_denied", "bad_key", "prepaid_exhausted", "prompt_blocked",
 })  # fmt: skip

@@ -10,6 +10,7 @@ Run alone: ``python -m tests.fakes.openai --port 9002 [--hold-seconds 3] [--keys
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -61,6 +62,7 @@ class FakeOpenAI(FakeUpstream):
 
     scenario_names = SCENARIOS
     instant_scenarios = INSTANT_SCENARIOS
+    quota_zero_scenario = "insufficient_quota"
 
     def __init__(
         self,
@@ -127,11 +129,11 @@ class FakeOpenAI(FakeUpstream):
     async def _answer(
         self, request: web.Request, record: RecordedRequest, key: str, parsed: wire.ImagesRequest
     ) -> web.StreamResponse:
-        scenario = self.choose(request, record, parsed.model, key)
+        scenario = self.choose(request, record, parsed.model, key, images=parsed.n)
         await self.wait(scenario, parsed.model)
         if scenario == "disconnect":
             return drop_connection(request)
-        ctx = FailureContext(parsed.model, _request_id(request), self.retry_after, request.host)
+        ctx = _failure_context(request, record, parsed, self.retry_after)
         outcome = failure(scenario, ctx)
         if isinstance(outcome, ErrorAnswer):
             return self._json(outcome.error.status, outcome.error.doc(), outcome.headers)
@@ -224,6 +226,23 @@ async def _form_value(part: BodyPartReader) -> FormValue:
     if part.filename is not None or part.name in _FILE_FIELDS:
         return UploadedFile(part.filename, part.headers.get(CONTENT_TYPE), data)
     return data.decode("utf-8", errors="replace")
+
+
+def _failure_context(
+    request: web.Request, record: RecordedRequest, parsed: wire.ImagesRequest, retry_after: float
+) -> FailureContext:
+    # A refusal by the per-key quota tells the real wait and usage; else the fixed defaults.
+    ctx = FailureContext(parsed.model, _request_id(request), retry_after, request.host)
+    quota = record.quota
+    if quota is None:
+        return ctx
+    return dataclasses.replace(
+        ctx,
+        retry_after=quota.retry_after,
+        limit=quota.limit,
+        used=quota.used,
+        requested=quota.requested,
+    )
 
 
 def _request_id(request: web.Request) -> str:

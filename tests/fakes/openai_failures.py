@@ -22,6 +22,9 @@ class FailureContext:
     request_id: str
     retry_after: float
     host: str
+    limit: int = 5  # images per minute, as rate_limited reports them
+    used: int = 5
+    requested: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,8 @@ def _rate_limited(ctx: FailureContext) -> ErrorAnswer:
     error = ApiError(
         429,
         f"Rate limit reached for {ctx.model} in organization org-fake on images per minute "
-        f"(IPM): Limit 5, Used 5, Requested 1. Please try again in {seconds}. Visit "
+        f"(IPM): Limit {ctx.limit}, Used {ctx.used}, Requested {ctx.requested}. Please try again"
+        f" in {seconds}. Visit "
         "https://platform.openai.com/account/rate-limits to learn more.",
         error_type="requests",
         code="rate_limit_exceeded",

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.proxy_pages import ProxyAnswer
+from tests.fakes.quota import QuotaRefusal
 from tests.fakes.scenarios import SCENARIO_HEADER, ScenarioControl, UnknownScenarioError
 
 # Edits carry up to 16 input images inline; aiohttp's 1 MiB default would reject them.
@@ -28,6 +29,8 @@ _MAX_BODY_BYTES = 256 * 1024 * 1024
 # Benchmarks hold hundreds of requests at once; the default listen backlog of 128 drops some.
 _BACKLOG = 1024
 STARTED_AT = web.RequestKey("fake_started_at", float)
+# The fake's own control endpoints; requests to them are not upstream calls and are not counted.
+CONTROL_PREFIX = "/_fake/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class RecordedRequest:
     json: dict[str, Any] | None
     form: dict[str, list[FormValue]] = field(default_factory=dict)
     scenario: str | None = None
+    quota: QuotaRefusal | None = None  # set when the per-key quota refused the request
 
 
 class Rejection(Exception):
@@ -108,6 +112,9 @@ class FakeUpstream:
 
     scenario_names: ClassVar[frozenset[str]]
     instant_scenarios: ClassVar[frozenset[str]] = frozenset()
+    # The provider's answers to a key over its per-minute quota and to a key with no quota.
+    rate_limit_scenario: ClassVar[str] = "rate_limited"
+    quota_zero_scenario: ClassVar[str]
 
     def __init__(
         self,
@@ -124,9 +131,13 @@ class FakeUpstream:
         self.scenarios = ScenarioControl(self.scenario_names, hold_seconds)
         self.slow_seconds = 30.0
         self.holding = 0  # requests asleep in a hold right now
+        self.served = 0  # HTTP requests answered, control endpoints aside (GET /_fake/stats)
         self.app = web.Application(
             client_max_size=_MAX_BODY_BYTES, middlewares=[self._rejection_middleware]
         )
+        # Before the subclass routes: FakeOpenAI ends with a catch-all that would shadow them.
+        self.app.router.add_get(CONTROL_PREFIX + "stats", self._stats)
+        self.app.router.add_post(CONTROL_PREFIX + "reset", self._reset)
         self._add_routes(self.app)
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
@@ -147,15 +158,50 @@ class FakeUpstream:
         self.scenarios.set_mode(name, model=model, key=key)
 
     def fail_rate(
-        self, probability: float, scenario: str, seed: int = 1, model: str | None = None
+        self,
+        probability: float,
+        scenario: str | Sequence[str],
+        seed: int = 1,
+        model: str | None = None,
+        weights: Sequence[float] | None = None,
     ) -> None:
-        self.scenarios.fail_rate(probability, scenario, seed=seed, model=model)
+        self.scenarios.fail_rate(probability, scenario, seed=seed, model=model, weights=weights)
+
+    def limit_keys(self, images_per_minute: int | None, window_seconds: float = 60.0) -> None:
+        """Per-key image quota over a rolling window; beyond it, the provider's rate-limit 429."""
+        self.scenarios.limit_keys(images_per_minute, self.rate_limit_scenario, window_seconds)
+
+    def quota_zero_keys(self, *keys: str) -> None:
+        """Requests with these keys always get the provider's quota-zero answer."""
+        self.scenarios.quota_zero_keys(*keys, scenario=self.quota_zero_scenario)
 
     def hold(self, seconds: float, model: str | None = None) -> None:
         self.scenarios.hold(seconds, model=model)
 
     def clear(self) -> None:
         self.scenarios.clear()
+
+    # --- counters, also served at GET /_fake/stats and zeroed by POST /_fake/reset -------------
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": self.served,
+            "by_scenario": dict(self.scenarios.counts),
+            "by_key": dict(self.scenarios.by_key),
+            "rate_limited_429": self.scenarios.rate_limited_429,
+        }
+
+    def reset_stats(self) -> None:
+        """Zero the counters; scenario rules and quota windows are left as they are."""
+        self.served = 0
+        self.scenarios.reset_counts()
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.Response(body=orjson.dumps(self.stats()), content_type="application/json")
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset_stats()
+        return web.Response(body=orjson.dumps(self.stats()), content_type="application/json")
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -220,10 +266,17 @@ class FakeUpstream:
         return record
 
     def choose(
-        self, request: web.Request, record: RecordedRequest, model: str | None, key: str | None
+        self,
+        request: web.Request,
+        record: RecordedRequest,
+        model: str | None,
+        key: str | None,
+        images: int = 1,
     ) -> str:
-        record.scenario = self.scenarios.resolve(request.headers.get(SCENARIO_HEADER), model, key)
-        return record.scenario
+        """The scenario for this request (``images`` count against the key's quota, if any)."""
+        choice = self.scenarios.decide(request.headers.get(SCENARIO_HEADER), model, key, images)
+        record.scenario, record.quota = choice.name, choice.quota
+        return choice.name
 
     async def wait(self, scenario: str, model: str | None) -> None:
         """Hold the answer as the scenario and the configured holds say; cancellable."""
@@ -246,6 +299,8 @@ class FakeUpstream:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         request[STARTED_AT] = time.monotonic()
+        if not request.path.startswith(CONTROL_PREFIX):
+            self.served += 1
         try:
             return await handler(request)
         except Rejection as rejection:
@@ -321,11 +376,37 @@ def _parse_args(prog: str, argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--keys", default=None, help="comma-separated accepted keys (default: any)")
     parser.add_argument("--mode", default=None, help="a sticky scenario for every request")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="probability of a failure")
-    parser.add_argument("--fail-scenario", default="unavailable")
+    parser.add_argument(
+        "--fail-scenario",
+        default="unavailable",
+        help="a scenario, or a mix NAME[:WEIGHT],NAME[:WEIGHT],... chosen uniformly or by weight",
+    )
+    parser.add_argument(
+        "--key-ipm",
+        type=int,
+        default=None,
+        help="images per key per rolling minute; beyond it the provider's rate-limit 429",
+    )
+    parser.add_argument(
+        "--quota-zero-keys", default="", help="comma-separated keys that have no quota at all"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--record", action="store_true", help="keep a log of requests in memory")
     parser.add_argument("--compact-json", action="store_true", help="no indentation in answers")
     return parser.parse_args(argv)
+
+
+def parse_mix(text: str) -> tuple[list[str], list[float] | None]:
+    """``"a,b:2,c"`` → names and weights (a missing weight is 1); weights None when none given."""
+    names: list[str] = []
+    weights: list[float] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, _, weight = item.partition(":")
+        names.append(name.strip())
+        weights.append(float(weight) if weight else 1.0)
+    return names, (weights if ":" in text else None)
 
 
 async def _serve(fake_class: type[FakeUpstream], args: argparse.Namespace) -> None:
@@ -339,7 +420,13 @@ async def _serve(fake_class: type[FakeUpstream], args: argparse.Namespace) -> No
     if args.mode:
         fake.set_mode(args.mode)
     if args.fail_rate > 0:
-        fake.fail_rate(args.fail_rate, args.fail_scenario, seed=args.seed)
+        names, weights = parse_mix(args.fail_scenario)
+        fake.fail_rate(args.fail_rate, names, seed=args.seed, weights=weights)
+    if args.key_ipm is not None:
+        fake.limit_keys(args.key_ipm)
+    zero_keys = [key for key in args.quota_zero_keys.split(",") if key]
+    if zero_keys:
+        fake.quota_zero_keys(*zero_keys)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

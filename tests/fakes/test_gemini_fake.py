@@ -324,6 +324,7 @@ async def test_stream_without_alt_is_a_json_array(
         ("quota_stuck", 429, "RESOURCE_EXHAUSTED", ["QuotaFailure", "Help", "RetryInfo"]),
         ("capacity_429", 429, "RESOURCE_EXHAUSTED", []),
         ("capacity", 503, "UNAVAILABLE", []),
+        ("high_demand", 503, "UNAVAILABLE", []),
         ("unavailable", 503, "UNAVAILABLE", []),
         ("internal", 500, "INTERNAL", []),
         ("deadline", 504, "DEADLINE_EXCEEDED", []),

@@ -1,0 +1,198 @@
+"""The load client: closed-loop workers on one aiohttp session, and the check of every answer.
+
+Each answer is read to its last byte, in the chunks the socket delivers, and checked cheaply:
+status 200, a plausible total length, a JSON object that ends, and the image field holding PNG
+base64 (``iVBORw0KGgo`` is base64 of the PNG signature). Only the first 64 KiB are kept for the
+byte search, so the client neither joins nor parses 1.5 MB per answer: on 2 cores shared with the
+gateway and the fake, every millisecond of client CPU is one the servers do not get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+PNG_B64_PREFIX = b"iVBORw0KGgo"
+# OpenAI's answer (and the gateway's): data[0].b64_json. Whitespace allowed: fakes indent JSON.
+OPENAI_IMAGE = re.compile(rb'"b64_json"\s*:\s*"' + PNG_B64_PREFIX)
+# Gemini's: candidates[0].content.parts[..].inlineData.data, after mimeType or before it.
+GEMINI_IMAGE = re.compile(rb'"inlineData"\s*:\s*\{[^{}]*?"data"\s*:\s*"' + PNG_B64_PREFIX)
+HEAD_BYTES = 64 * 1024
+TAIL_BYTES = 64
+# A 1024x1024 answer is ~1.5 MB of base64; anything far off is a wrong or broken answer.
+MIN_BODY_BYTES = 1_000_000
+MAX_BODY_BYTES = 8_000_000
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a request goes and how its answer is checked."""
+
+    name: str
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+    image_pattern: re.Pattern[bytes]
+    min_bytes: int = MIN_BODY_BYTES
+    max_bytes: int = MAX_BODY_BYTES
+
+
+@dataclass
+class Tally:
+    """What a phase saw: latencies of good answers (seconds) and failures by kind."""
+
+    latencies: list[float] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    started: float = 0.0
+    finished: float = 0.0
+
+    @property
+    def ok(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    @property
+    def elapsed(self) -> float:
+        return self.finished - self.started
+
+    def summary(self) -> dict[str, Any]:
+        """Milliseconds, rounded for the report; req/s counts good answers only."""
+        ordered = sorted(self.latencies)
+        ms = {f"p{q}": _ms(percentile(ordered, q)) for q in (50, 90, 99)}
+        return {
+            "ok": self.ok,
+            "failed": self.failed,
+            "failures": dict(self.failures.most_common(5)),
+            "elapsed_s": round(self.elapsed, 3),
+            "req_per_s": round(self.ok / self.elapsed, 2) if self.elapsed > 0 else None,
+            "latency_ms": {
+                **ms,
+                "min": _ms(ordered[0] if ordered else math.nan),
+                "max": _ms(ordered[-1] if ordered else math.nan),
+                "mean": _ms(sum(ordered) / len(ordered) if ordered else math.nan),
+            },
+        }
+
+
+def new_session(timeout_seconds: float = 120.0) -> aiohttp.ClientSession:
+    """One pooled session, no connection cap (limit=0), no proxy from the environment."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
+
+
+async def fetch(session: aiohttp.ClientSession, target: Target) -> str | None:
+    """One request, read in full; None when the answer passes the checks, else why not."""
+    async with session.post(target.url, data=target.body, headers=target.headers) as answer:
+        head = bytearray()
+        tail = b""
+        total = 0
+        async for chunk in answer.content.iter_any():
+            total += len(chunk)
+            if len(head) < HEAD_BYTES:
+                head += chunk[: HEAD_BYTES - len(head)]
+            tail = chunk[-TAIL_BYTES:] if len(chunk) >= TAIL_BYTES else (tail + chunk)[-TAIL_BYTES:]
+        return _verdict(target, answer.status, bytes(head), tail, total)
+
+
+def _verdict(target: Target, status: int, head: bytes, tail: bytes, total: int) -> str | None:
+    if status != 200:
+        return f"HTTP {status}: {head[:160].decode(errors='replace')}"
+    if not target.min_bytes <= total <= target.max_bytes:
+        return f"body of {total} bytes"
+    if not target.image_pattern.search(head):
+        return "no PNG base64 image field in the first 64 KiB"
+    if not tail.rstrip().endswith(b"}"):
+        return "body does not end a JSON object"
+    return None
+
+
+async def timed_fetch(session: aiohttp.ClientSession, target: Target, tally: Tally) -> None:
+    start = time.perf_counter()
+    try:
+        problem = await fetch(session, target)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        problem = f"{type(exc).__name__}: {str(exc)[:120]}"
+    if problem is None:
+        tally.latencies.append(time.perf_counter() - start)
+    else:
+        tally.failures[problem] += 1
+
+
+async def run_count(
+    session: aiohttp.ClientSession, target: Target, concurrency: int, count: int
+) -> Tally:
+    """``count`` requests by ``concurrency`` closed-loop workers (each waits for its answer)."""
+    tally = Tally()
+    remaining = count
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await timed_fetch(session, target, tally)
+
+    await _run_workers(worker, concurrency, tally)
+    return tally
+
+
+async def run_for(
+    session: aiohttp.ClientSession, target: Target, concurrency: int, seconds: float
+) -> Tally:
+    """Closed-loop workers that start no request after ``seconds``; in-flight ones finish.
+
+    The phase ends when the last answer is in, so req/s = good answers / that whole time.
+    """
+    tally = Tally()
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            await timed_fetch(session, target, tally)
+
+    await _run_workers(worker, concurrency, tally)
+    return tally
+
+
+async def run_burst(session: aiohttp.ClientSession, target: Target, size: int) -> Tally:
+    """``size`` requests fired at once, each on its own connection."""
+    tally = Tally()
+
+    async def one() -> None:
+        await timed_fetch(session, target, tally)
+
+    await _run_workers(one, size, tally)
+    return tally
+
+
+async def _run_workers(worker: Callable[[], Awaitable[None]], count: int, tally: Tally) -> None:
+    tally.started = time.perf_counter()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(count):
+            group.create_task(worker())
+    tally.finished = time.perf_counter()
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default) on sorted data."""
+    if not ordered:
+        return math.nan
+    rank = (len(ordered) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _ms(seconds: float) -> float | None:
+    return None if math.isnan(seconds) else round(seconds * 1000, 2)
