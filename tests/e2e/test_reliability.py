@@ -239,3 +239,21 @@ async def test_image_less_200_with_a_known_cause_is_repaired_and_retried_once(
         await gateway.aclose()
     sent = [r.json["generationConfig"]["responseModalities"] for r in gemini.requests if r.json]
     assert sent == [["TEXT"], ["TEXT", "IMAGE"]]
+
+
+async def test_once_a_key_is_out_for_quota_zero_the_client_keeps_hearing_quota_zero(
+    openai_client: MakeClient,
+    start_gateway: StartGateway,
+    config: dict[str, Any],
+    gemini: FakeGemini,
+) -> None:
+    gemini.set_mode("quota_zero")
+    base = await start_gateway(config)
+    for _ in range(3):
+        with pytest.raises(openai.RateLimitError) as caught:
+            await openai_client(base).images.generate(model="one-key", prompt="a fox")
+        body = caught.value.body
+        assert isinstance(body, dict) and body["code"] == "quota_zero"
+        assert caught.value.response.headers["x-should-retry"] == "false"
+        assert "enable billing" in body["message"]
+    assert len(gemini.requests) == 1  # diagnosed once; the key then stays out

@@ -81,7 +81,10 @@ def fake() -> FakeTime:
 
 
 def make_pacer(fake: FakeTime, max_waiters: int = 256, **slots: Limits) -> MemoryPacer:
-    pacer = MemoryPacer(clock=fake.clock, sleep=fake.sleep, max_waiters=max_waiters)
+    # Exact one-minute windows: the timing arithmetic below is written for them.
+    pacer = MemoryPacer(
+        clock=fake.clock, sleep=fake.sleep, max_waiters=max_waiters, window_margin=0.0
+    )
     for name, limits in slots.items():
         pacer.register(name, limits)
     return pacer
@@ -423,3 +426,12 @@ async def test_permit_is_an_async_context_manager(fake: FakeTime) -> None:
     async with await at_once(pacer.acquire(["a"], 1, deadline=None)) as permit:
         assert permit.slot == "a" and pacer.usage("a").in_flight == 1
     assert pacer.usage("a").in_flight == 0
+
+
+async def test_the_default_margin_keeps_a_send_counted_past_the_minute() -> None:
+    """Upstreams count arrival; a send granted at exactly +60 s could land inside their window."""
+    fake = FakeTime()
+    pacer = MemoryPacer(clock=fake.clock, sleep=fake.sleep)
+    pacer.register("k", Limits(images_per_minute=1))
+    (await pacer.acquire(["k"], 1, None)).release()
+    assert pacer.earliest(["k"], 1) == pytest.approx(61.0)

@@ -36,6 +36,10 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
                 "slow-only": ["slow"],
                 "dead": ["unavailable"],
                 "dead-once": {"candidates": ["unavailable"], "retries": {"unavailable": 1}},
+                "open-then-dead": {
+                    "candidates": ["ok", "unavailable"],
+                    "retries": {"unavailable": 0},
+                },
             },
         },
         source="test",
@@ -129,4 +133,16 @@ async def test_no_attempt_starts_that_cannot_finish_before_the_deadline(gateway:
     assert result.deployment == "ok"
     assert [a.deployment for a in result.attempts] == ["ok"]  # the slow one was never started
     assert any("typical latency" in note for note in result.notes)
+    await result.aclose()
+
+
+async def test_an_open_breaker_deployment_is_the_last_resort_not_skipped_for_good(
+    gateway: Gateway,
+) -> None:
+    for _ in range(gateway.health.breaker("ok").policy.consecutive_failures):
+        gateway.health.record("ok", FailureKind.UNAVAILABLE, 0.1)  # "ok" looks broken...
+    result = await gateway.generate(request("open-then-dead"))
+    # ...so the healthy-looking "unavailable" went first, failed, and "ok" was tried after all.
+    assert [a.deployment for a in result.attempts] == ["unavailable", "ok"]
+    assert any("last resort" in note for note in result.notes)
     await result.aclose()

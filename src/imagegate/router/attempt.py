@@ -34,6 +34,9 @@ class AttemptContext:
     records: list[Attempt]
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # What took each disabled key out (shared by the router across requests): while a key is
+    # out, a request that finds no other key is told the same thing, not "rate limited".
+    key_failures: dict[str, UpstreamError] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(slots=True)
@@ -57,7 +60,9 @@ async def call_once(
     deployment = candidate.deployment
     started = context.clock()
     try:
-        permit = await context.pacer.acquire(list(candidate.slots), request.n, request.deadline)
+        permit = await context.pacer.acquire(
+            list(candidate.slots), request.n, _latest_start(candidate, request, context)
+        )
     except NoCapacity as exc:
         return None, _paced_out(candidate, request, context, exc, started)
     key = candidate.slots[permit.slot]
@@ -92,6 +97,17 @@ async def call_once(
     return result, error
 
 
+def _latest_start(
+    candidate: Candidate, request: ImageRequest, context: AttemptContext
+) -> float | None:
+    """The last instant a call may start and still end before the deadline: a send slot the
+    pacer could only grant later is refused at once, not handed out with no time to use it."""
+    if request.deadline is None:
+        return None
+    typical = context.health.latency_percentile(candidate.name, 50)
+    return request.deadline - (typical or 0.0)
+
+
 def _paced_out(
     candidate: Candidate,
     request: ImageRequest,
@@ -101,6 +117,22 @@ def _paced_out(
 ) -> UpstreamError:
     # No upstream call: if this was the breaker's probe, give the probe slot back.
     context.health.breaker(candidate.name).cancel_probe()
+    disabled = [
+        context.key_failures.get(slot)
+        for slot in candidate.slots
+        if context.pacer.usage(slot).disabled_reason is not None
+    ]
+    if disabled and len(disabled) == len(candidate.slots) and disabled[0] is not None:
+        known = disabled[0]
+        error = UpstreamError(
+            known.kind,
+            f"{known.diagnosis} (every key of {candidate.name} is out for this reason;"
+            " no upstream call was made)",
+            status=known.status,
+            provider_code=known.provider_code,
+        )
+        _record(context, candidate, request, None, error, started, key_id=None, called=False)
+        return error
     error = UpstreamError(
         FailureKind.RATE_LIMITED,
         f"{candidate.name} has no quota left before the deadline: {exc.reason}",
@@ -114,6 +146,7 @@ def _learn_from(error: UpstreamError, context: AttemptContext, slot: str) -> Ups
     """Tell the pacer what the failure says about the key; reclassify a stuck quota."""
     if error.kind in KEY_KINDS:
         context.pacer.disable(slot, error.diagnosis)
+        context.key_failures[slot] = error
     elif error.kind is FailureKind.RATE_LIMITED:
         usage = context.pacer.usage(slot)
         limit = usage.limits.images_per_minute

@@ -59,6 +59,11 @@ from imagegate.core.deployment import Limits
 from imagegate.core.errors import ImagegateError
 
 MINUTE = 60.0
+# Upstreams count a call when it arrives; the pacer counts it when it grants the send. Keeping
+# each send in the per-minute windows a little longer than a minute absorbs connection set-up
+# and clock jitter: without it, a send granted exactly 60 s after an earlier one can arrive
+# inside the upstream's window and earn a 429 (seen in the chaos benchmark at the window edge).
+WINDOW_MARGIN = 1.0
 DAY = 86_400.0
 DAY_GRAIN = 60.0  # the day window counts per minute: bounded memory, errs on the safe side
 DISABLE_SECONDS = 600.0
@@ -278,11 +283,11 @@ class _Slot:
         "waiting_images",
     )
 
-    def __init__(self, name: str, limits: Limits) -> None:
+    def __init__(self, name: str, limits: Limits, margin: float = WINDOW_MARGIN) -> None:
         self.name = name
         self.limits = limits
-        self.images = _Window(MINUTE)
-        self.requests = _Window(MINUTE)
+        self.images = _Window(MINUTE + margin)
+        self.requests = _Window(MINUTE + margin)
         self.daily = _Window(DAY, DAY_GRAIN)
         self.in_flight = 0  # units taken, including those of requests sleeping on a reservation
         self.waiting = 0  # reservations not yet reached
@@ -411,10 +416,12 @@ class MemoryPacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_waiters: int = 256,
+        window_margin: float = WINDOW_MARGIN,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._max_waiters = max_waiters
+        self._window_margin = window_margin
         self._slots: dict[str, _Slot] = {}
         self._unit_waiters: deque[_UnitWaiter] = deque()
         self._waiting = 0  # requests waiting in any way; bounded by max_waiters
@@ -423,7 +430,7 @@ class MemoryPacer:
         """Add a slot, or give it new limits (a config reload keeps what was counted)."""
         known = self._slots.get(slot)
         if known is None:
-            self._slots[slot] = _Slot(slot, limits)
+            self._slots[slot] = _Slot(slot, limits, self._window_margin)
         else:
             known.limits = limits
 

@@ -48,6 +48,7 @@ class Router:
         self.health = health
         self.clock = clock
         self.sleep = sleep  # backoff waits; tests pass one that records instead of waiting
+        self.key_failures: dict[str, UpstreamError] = {}
 
     async def generate(self, request: ImageRequest) -> ImageResult:
         """Images for `request`, from the first candidates able to make them.
@@ -56,7 +57,9 @@ class Router:
         """
         route = self.table.route(request.model)
         usable = _usable_candidates(route, request)
-        context = AttemptContext(self.pacer, self.health, [], self.clock, self.sleep)
+        context = AttemptContext(
+            self.pacer, self.health, [], self.clock, self.sleep, self.key_failures
+        )
         run = _Run(request, route, context)
         try:
             await run.through(usable)
@@ -124,13 +127,16 @@ class _Run:
             go_on = await self._try(candidate, queue)
             if not go_on:
                 return
-        if self.needed > 0 and not self.tried and skipped:
-            # Every candidate's breaker is open: a request still deserves one real try, on the
-            # deployment that has recently succeeded most often.
-            forced = max(skipped, key=self._recent_success)
-            self.notes.append(f"all circuit breakers open; tried {forced.name} anyway")
+        # The candidates whose breakers allowed them could not serve this request (or none
+        # did): an open breaker's deployment still succeeds some of the time, and a last try
+        # there beats giving up. The one that has recently succeeded most often goes first.
+        for forced in sorted(skipped, key=self._recent_success, reverse=True):
+            if self.needed == 0 or self.attempts >= MAX_ATTEMPTS or self._deadline_passed():
+                return
+            self.notes.append(f"{forced.name}'s circuit breaker is open; tried it as a last resort")
             self.tried.add(forced.name)
-            await self._try(forced, [])
+            if not await self._try(forced, []):
+                return
 
     def _recent_success(self, candidate: Candidate) -> float:
         """The share of recent calls that succeeded: with every breaker open, the best bet."""
@@ -150,7 +156,7 @@ class _Run:
 
         Returns False when the request must stop here (no fall-over for this failure kind).
         """
-        retry = 0
+        retries: dict[FailureKind, int] = {}  # per kind: a 503 then a 524 each get their due
         rotations = 0  # retries on another key of the pool: immediate, one per other key
         repaired = False
         policy = self.route.policy
@@ -198,10 +204,11 @@ class _Run:
                 rotations += 1
                 continue
             allowed = action.retries + (0 if queue else action.retries_if_last)
+            retry = retries.get(error.kind, 0)
             delay = action.delay(retry, error.retry_after)
             if retry >= allowed or not self._can_wait(delay):
                 return action.fall_over
-            retry += 1
+            retries[error.kind] = retry + 1
             if delay:
                 await self.context.sleep(delay)
         return True
