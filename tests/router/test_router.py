@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -146,3 +147,32 @@ async def test_an_open_breaker_deployment_is_the_last_resort_not_skipped_for_goo
     assert [a.deployment for a in result.attempts] == ["unavailable", "ok"]
     assert any("last resort" in note for note in result.notes)
     await result.aclose()
+
+
+async def test_latency_is_the_upstream_calls_not_the_wait_for_quota(tmp_path: Path) -> None:
+    settings = parse_settings(
+        {
+            "server": {"data_dir": str(tmp_path)},
+            "providers": {"sim": {"kind": "simulator"}},
+            "deployments": {
+                "one": {
+                    "provider": "sim",
+                    "model": "sim-image",
+                    "limits": {"concurrency": 1},
+                    "options": {"latency_ms": 50},
+                }
+            },
+            "routes": {"one": ["one"]},
+        },
+        source="test",
+    )
+    made = Gateway.create(settings)
+    try:
+        # Ten at once through a concurrency of one: the last waits ~450 ms for its turn.
+        results = await asyncio.gather(*(made.generate(request("one")) for _ in range(10)))
+        for result in results:
+            await result.aclose()
+        slowest = made.health.latency_percentile("one", 99)
+        assert slowest is not None and slowest < 0.2
+    finally:
+        await made.aclose()

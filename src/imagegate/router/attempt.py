@@ -66,6 +66,9 @@ async def call_once(
     except NoCapacity as exc:
         return None, _paced_out(candidate, request, context, exc, started)
     key = candidate.slots[permit.slot]
+    # Latency is the upstream call's alone: a wait for quota is the pacer's, and counting it
+    # would inflate the percentiles that hedging and deadline margins are built on.
+    started = context.clock()
     result: ImageResult | None = None
     error: UpstreamError | None = None
     try:
