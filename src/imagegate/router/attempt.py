@@ -100,7 +100,7 @@ async def call_once(
     return result, error
 
 
-CALL_MARGIN_SECONDS = 0.5
+CALL_MARGIN_SECONDS = 2.0
 
 
 def _latest_start(
