@@ -123,7 +123,7 @@ def states(report: DeploymentReport) -> dict[str, bool | None]:
         (gemini_provider.capabilities_for("gemini-3.1-flash-image"), ("16:9", "2K", None)),
         (gemini_provider.capabilities_for("gemini-2.5-flash-image"), ("16:9", None, None)),
         (openai_provider.capabilities_for("gpt-image-1.5"), (None, None, Size(1536, 1024))),
-        (openai_provider.capabilities_for("gpt-image-2"), (None, None, Size(2048, 1152))),
+        (openai_provider.capabilities_for("gpt-image-2"), ("16:9", "2K", None)),
     ],
 )
 def test_the_parameter_check_asks_what_the_capabilities_offer(

@@ -71,3 +71,28 @@ def tier_for(size: Size, tiers: tuple[str, ...]) -> str:
 
 def aspect_matches(actual: Size, wanted_aspect: float, tolerance: float = 0.03) -> bool:
     return abs(actual.aspect / wanted_aspect - 1.0) <= tolerance
+
+
+def size_for_tier(
+    aspect_ratio: str | None, tier: str | None, *, multiple: int = 16, max_edge: int | None = None
+) -> Size:
+    """A pixel size of about the tier's area at the aspect ratio, sides a multiple of `multiple`.
+
+    For providers that take pixel sizes but were asked for an aspect ratio and tier (a google-genai
+    client served by OpenAI or the simulator). Shrunk to fit `max_edge` when given.
+    """
+    edge = TIER_EDGE.get(tier or "1K", 1024)
+    aspect = ratio_value(aspect_ratio) if aspect_ratio is not None else 1.0
+    width, height = edge * math.sqrt(aspect), edge / math.sqrt(aspect)
+    if max_edge is not None and max(width, height) > max_edge:
+        scale = max_edge / max(width, height)
+        width, height = width * scale, height * scale
+    return Size(_to_multiple(width, multiple, max_edge), _to_multiple(height, multiple, max_edge))
+
+
+def _to_multiple(length: float, multiple: int, limit: int | None) -> int:
+    """The nearest multiple (keeps the aspect closest), rounded down where that would pass limit."""
+    nearest = max(multiple, round(length / multiple) * multiple)
+    if limit is not None and nearest > limit:
+        return int(limit // multiple) * multiple
+    return nearest

@@ -25,6 +25,8 @@ class Background(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class InputImage:
+    """An image the client sent (an edit input or a mask), as its encoded bytes."""
+
     data: bytes
     mime_type: str
 
@@ -37,6 +39,12 @@ class ImageRequest:
     (512/1K/2K/4K), or neither (the model's default). `deadline` is a `time.monotonic()` instant
     after which no attempt may start. `passthrough` holds provider-specific fields that have no
     unified meaning, keyed by provider kind, and is forwarded, never dropped.
+
+    `input_images` are the images to edit or take as references, in the client's order.
+    `mask` is always in OpenAI's convention, whatever the surface: a PNG with an alpha channel,
+    the pixel size of the first input image, whose fully transparent pixels (alpha 0) mark the
+    area to edit. Surfaces validate it; providers convert it to their own convention in their
+    build functions (output/mask.py).
     """
 
     prompt: str

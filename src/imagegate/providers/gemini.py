@@ -3,11 +3,13 @@
 Gemini has no `n`, no pixel size and no output format: the router fans n out as parallel calls,
 a pixel size becomes the nearest aspectRatio plus an imageSize tier, and the gateway transcodes
 when another format was asked for. responseModalities always includes IMAGE, because Gemini
-answers 200 with text only when it does not.
+answers 200 with text only when it does not. Input images are inlineData parts; Gemini has no
+mask, so the gateway applies one itself (gemini_mask.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import re
@@ -25,6 +27,7 @@ from imagegate.core.result import GeneratedImage, ImageResult, Usage
 from imagegate.providers._http import post_for_image, timeout_for
 from imagegate.providers.b64_stream import ImageHead, held_images, split_b64_fields
 from imagegate.providers.gemini_failures import classify_failure, classify_no_image
+from imagegate.providers.gemini_mask import keep_unmasked, mask_parts, masked_geometry
 
 RATIOS_10 = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 RATIOS_14 = (*RATIOS_10, "1:4", "4:1", "1:8", "8:1")
@@ -43,6 +46,18 @@ IMAGE_MARKER = re.compile(rb'"data"\s*:\s*"')
 MODALITIES = ["TEXT", "IMAGE"]
 
 
+# Input images per request. 3 Pro and 3.1 Flash take up to 14 reference images (reference §2,
+# unverified); Google's docs say 2.5 Flash Image works best with up to 3. Models not listed get
+# the conservative 3.
+MAX_INPUT_IMAGES = {
+    "gemini-3-pro-image-preview": 14,
+    "gemini-3-pro-image": 14,
+    "gemini-3.1-flash-image-preview": 14,
+    "gemini-3.1-flash-image": 14,
+}
+DEFAULT_MAX_INPUT_IMAGES = 3
+
+
 def capabilities_for(model: str) -> Capabilities:
     ratios, tiers = MODELS.get(model, DEFAULT_MODEL_TRAITS)
     return Capabilities(
@@ -51,18 +66,26 @@ def capabilities_for(model: str) -> Capabilities:
         resolutions=tiers,
         output_formats=("png",),
         qualities=("auto", "low", "medium", "high"),
-        max_input_images=14,
+        max_input_images=MAX_INPUT_IMAGES.get(model, DEFAULT_MAX_INPUT_IMAGES),
+        mask=True,  # not Gemini's own: applied by the method in gemini_mask.py
     )
 
 
 def build_request(request: ImageRequest, deployment: Deployment) -> tuple[str, bytes]:
-    """(url, JSON body) of the generateContent call for one image."""
+    """(url, JSON body) of the generateContent call for one image.
+
+    Input images follow the prompt as inlineData parts; a mask adds its instruction and its
+    black/white image after them (gemini_mask.py). With a mask this decodes pixels: call it off
+    the event loop then.
+    """
     caps = capabilities_for(deployment.model)
     image_config: dict[str, str] = {}
     tier: str | None
     if request.size is not None:
         image_config["aspectRatio"] = nearest_ratio(request.size.aspect, caps.aspect_ratios or ())
         tier = tier_for(request.size, caps.resolutions or ("1K",))
+    elif (framing := masked_geometry(request, caps)) is not None:
+        image_config["aspectRatio"], tier = framing
     else:
         if request.aspect_ratio is not None:
             image_config["aspectRatio"] = request.aspect_ratio
@@ -73,6 +96,7 @@ def build_request(request: ImageRequest, deployment: Deployment) -> tuple[str, b
     parts: list[dict[str, Any]] = [{"text": request.prompt}]
     for image in request.input_images:
         parts.append({"inlineData": {"mimeType": image.mime_type, "data": _b64(image.data)}})
+    parts += mask_parts(request, caps)
     config: dict[str, Any] = {"responseModalities": MODALITIES}
     if image_config:
         config["imageConfig"] = image_config
@@ -186,7 +210,24 @@ class GeminiProvider:
         self._session = session
 
     async def generate(self, request: ImageRequest, key: UpstreamKey | None) -> ImageResult:
-        url, body = build_request(request, self.deployment)
+        if not request.input_images:
+            return await self._call(request, key, build_request(request, self.deployment))
+        # Base64 of megabytes of input images, and the mask's conversion: CPU work, off the loop.
+        built = await asyncio.to_thread(build_request, request, self.deployment)
+        result = await self._call(request, key, built)
+        if request.mask is None:
+            return result
+        try:
+            await keep_unmasked(result, request, self.capabilities)
+        except BaseException:
+            await result.aclose()
+            raise
+        return result
+
+    async def _call(
+        self, request: ImageRequest, key: UpstreamKey | None, built: tuple[str, bytes]
+    ) -> ImageResult:
+        url, body = built
         headers = {"Content-Type": "application/json"}
         if key is not None:
             headers["x-goog-api-key"] = key.secret

@@ -3,6 +3,8 @@
 Sizes: the 1.x models take 1024x1024, 1536x1024 and 1024x1536; gpt-image-2 and later take any
 WxH with sides divisible by 16, an aspect within 3:1 and sides up to 3840. GPT image models
 always answer in base64, so `response_format` is never sent upstream: the gateway makes URLs.
+A request with input images is an edit (`/images/edits`, multipart); edits answer in the same
+shape as generations, so one parser serves both.
 """
 
 from __future__ import annotations
@@ -16,16 +18,39 @@ import orjson
 
 from imagegate.core.deployment import Capabilities, Deployment, UpstreamKey
 from imagegate.core.errors import FailureKind, UpstreamError
+from imagegate.core.geometry import size_for_tier
 from imagegate.core.request import Background, ImageRequest, Quality
 from imagegate.core.result import GeneratedImage, ImageResult, Usage
 from imagegate.providers._http import post_for_image, timeout_for
 from imagegate.providers.b64_stream import PlainBody, held_images, split_b64_fields
+from imagegate.providers.multipart import FilePart, encode_multipart, new_boundary
 from imagegate.providers.openai_failures import classify_failure
 
 STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 IMAGE_MARKER = re.compile(rb'"b64_json"\s*:\s*"')
 # Fields only OpenAI understands, forwarded from the request's passthrough as they are.
-PASSTHROUGH = ("moderation", "style", "safety_identifier", "partial_images")
+PASSTHROUGH = ("moderation", "style", "safety_identifier", "partial_images", "input_fidelity")
+
+
+# An aspect ratio (from a google-genai client, say) becomes a size. The 1.x models have three
+# sizes, so they can honour three ratios at 1K; gpt-image-2 and later make any WxH within
+# their rules, so any ratio up to 3:1 at 1K/2K/4K (4K shrunk to the 3840 px side limit).
+FIXED_SIZE_BY_RATIO = {"1:1": "1024x1024", "3:2": "1536x1024", "2:3": "1024x1536"}
+ARBITRARY_RATIOS = (
+    "1:1",
+    "2:3",
+    "3:2",
+    "3:4",
+    "4:3",
+    "4:5",
+    "5:4",
+    "9:16",
+    "16:9",
+    "21:9",
+    "1:3",
+    "3:1",
+)
+MAX_EDGE = 3840
 
 
 def capabilities_for(model: str) -> Capabilities:
@@ -33,10 +58,12 @@ def capabilities_for(model: str) -> Capabilities:
     return Capabilities(
         max_n=10,
         sizes=None if arbitrary else STANDARD_SIZES,
+        aspect_ratios=ARBITRARY_RATIOS if arbitrary else tuple(FIXED_SIZE_BY_RATIO),
+        resolutions=("1K", "2K", "4K") if arbitrary else ("1K",),
         arbitrary_sizes=arbitrary,
         size_multiple=16 if arbitrary else 1,
         max_aspect=3.0 if arbitrary else None,
-        max_edge=3840 if arbitrary else None,
+        max_edge=MAX_EDGE if arbitrary else None,
         output_formats=("png", "jpeg", "webp"),
         qualities=("auto", "low", "medium", "high"),
         transparent_background=True,
@@ -45,12 +72,41 @@ def capabilities_for(model: str) -> Capabilities:
     )
 
 
-def build_request(request: ImageRequest, deployment: Deployment) -> tuple[str, bytes]:
+def build_generation(request: ImageRequest, deployment: Deployment) -> tuple[str, bytes]:
+    """(url, JSON body) of `POST /images/generations`."""
+    body = _scalars(request, deployment)
+    return f"{deployment.base_url}/images/generations", orjson.dumps(body)
+
+
+def build_edit(
+    request: ImageRequest, deployment: Deployment, boundary: str
+) -> tuple[str, bytes, str]:
+    """(url, multipart body, content type) of `POST /images/edits` (reference §4).
+
+    One image goes as `image`, several as repeated `image[]`, as the SDK sends them. The mask is
+    OpenAI's own convention (alpha 0 = edit), so it is forwarded byte for byte.
+    """
+    body = _scalars(request, deployment)
+    fields = [(name, _text(value)) for name, value in body.items()]
+    name = "image" if len(request.input_images) == 1 else "image[]"
+    files = [
+        FilePart(name, f"image-{index}.{_extension(image.mime_type)}", image.mime_type, image.data)
+        for index, image in enumerate(request.input_images)
+    ]
+    if request.mask is not None:
+        files.append(FilePart("mask", "mask.png", "image/png", request.mask.data))
+    data, content_type = encode_multipart(fields, files, boundary)
+    return f"{deployment.base_url}/images/edits", data, content_type
+
+
+def _scalars(request: ImageRequest, deployment: Deployment) -> dict[str, Any]:
+    """The fields generations and edits share, plus the passthrough OpenAI-only fields."""
     body: dict[str, Any] = {
         "model": deployment.model,
         "prompt": request.prompt,
         "n": request.n,
-        "size": str(request.size) if request.size is not None else "auto",
+        # Explicit `auto` on edits too: SPEC's edit default is 1024x1024, SDK-3.54's is auto.
+        "size": size_param(request, deployment),
     }
     if request.quality is not Quality.AUTO:
         body["quality"] = str(request.quality)
@@ -64,7 +120,31 @@ def build_request(request: ImageRequest, deployment: Deployment) -> tuple[str, b
         body["user"] = request.user
     extra = request.passthrough.get("openai", {})
     body.update({name: extra[name] for name in PASSTHROUGH if name in extra})
-    return f"{deployment.base_url}/images/generations", orjson.dumps(body)
+    return body
+
+
+def size_param(request: ImageRequest, deployment: Deployment) -> str:
+    """OpenAI's `size`: the pixel size asked for, else one made from aspect ratio and tier."""
+    if request.size is not None:
+        return str(request.size)
+    if request.aspect_ratio is None and request.resolution is None:
+        return "auto"
+    if capabilities_for(deployment.model).arbitrary_sizes:
+        size = size_for_tier(request.aspect_ratio, request.resolution, max_edge=MAX_EDGE)
+        return str(size)
+    # The router only sends a fixed-size model the ratios it declares (plan.find_gap).
+    return FIXED_SIZE_BY_RATIO[request.aspect_ratio or "1:1"]
+
+
+def _text(value: Any) -> str:
+    """A multipart text field: numbers as digits, booleans as the SDK writes them."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _extension(mime_type: str) -> str:
+    return mime_type.removeprefix("image/").replace("jpeg", "jpg")
 
 
 def usage_of(usage: Mapping[str, Any]) -> Usage:
@@ -97,8 +177,12 @@ class OpenAIProvider:
         self._session = session
 
     async def generate(self, request: ImageRequest, key: UpstreamKey | None) -> ImageResult:
-        url, body = build_request(request, self.deployment)
-        headers = {"Content-Type": "application/json"}
+        if request.input_images:
+            url, body, content_type = build_edit(request, self.deployment, new_boundary())
+        else:
+            url, body = build_generation(request, self.deployment)
+            content_type = "application/json"
+        headers = {"Content-Type": content_type}
         if key is not None:
             headers["Authorization"] = f"Bearer {key.secret}"
         result = ImageResult(

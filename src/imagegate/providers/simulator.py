@@ -2,6 +2,7 @@
 
 It draws a deterministic picture per prompt (same prompt and seed → same pixels) at exactly the
 requested geometry and format, labelled SIMULATED so nobody mistakes it for a model's output.
+Given input images it edits the first one, visibly, and keeps the pixels outside a mask.
 Failure modes are switchable per deployment, for demos and router tests:
 
     model: sim-image                       healthy
@@ -15,20 +16,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import math
 import random
 from functools import lru_cache
 from typing import ClassVar
 
 import aiohttp
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from imagegate.core.deployment import Capabilities, Deployment, UpstreamKey
 from imagegate.core.errors import FailureKind, UpstreamError
-from imagegate.core.geometry import TIER_EDGE, Size, ratio_value
+from imagegate.core.geometry import Size, size_for_tier
+from imagegate.core.imageinfo import sniff
 from imagegate.core.payload import HeldB64
 from imagegate.core.request import Background, ImageRequest
 from imagegate.core.result import GeneratedImage, ImageResult, Usage
+from imagegate.output.mask import edit_region
 
 DEFAULT_SIZE = Size(1024, 1024)
 ALL_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "9:21")
@@ -73,9 +75,12 @@ class SimulatorProvider:
         transparent = request.background is Background.TRANSPARENT and fmt != "jpeg"
         images = []
         for index in range(request.n):
-            data = await asyncio.to_thread(
-                draw_image, request.prompt, request.seed, index, size, fmt, transparent
-            )
+            if request.input_images:
+                data = await asyncio.to_thread(draw_edit, request, index, size, fmt, transparent)
+            else:
+                data = await asyncio.to_thread(
+                    draw_image, request.prompt, request.seed, index, size, fmt, transparent
+                )
             images.append(
                 GeneratedImage(fmt, size.width, size.height, HeldB64.from_bytes(data), transparent)
             )
@@ -114,16 +119,16 @@ def simulated_failure(kind: FailureKind) -> UpstreamError:
 
 
 def output_size(request: ImageRequest) -> Size:
-    """The pixel size to draw: the exact size asked for, else aspect ratio × tier, else 1024²."""
+    """The pixel size to draw: the size asked for, else an edit's first image's, else aspect
+    ratio × tier (1024² when neither is given)."""
     if request.size is not None:
         return request.size
-    edge = TIER_EDGE.get(request.resolution or "1K", 1024)
-    if request.aspect_ratio is None:
-        return Size(edge, edge)
-    aspect = ratio_value(request.aspect_ratio)
-    width = edge * math.sqrt(aspect)
-    height = edge / math.sqrt(aspect)
-    return Size(int(round(width / 16) * 16), int(round(height / 16) * 16))
+    if request.input_images and request.aspect_ratio is None and request.resolution is None:
+        # An edit with no size keeps the first image's, as OpenAI's `auto` does.
+        info = sniff(request.input_images[0].data)
+        if info is not None:
+            return Size(info.width, info.height)
+    return size_for_tier(request.aspect_ratio, request.resolution)
 
 
 @lru_cache(maxsize=64)
@@ -151,4 +156,39 @@ def draw_image(
     out = io.BytesIO()
     save_format = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[fmt]
     image.save(out, format=save_format, **({"quality": 90} if fmt != "png" else {}))
+    return out.getvalue()
+
+
+def draw_edit(
+    request: ImageRequest, index: int, size: Size, fmt: str, transparent: bool = False
+) -> bytes:
+    """A visible, deterministic "edit" of the first input image, honouring the mask.
+
+    The first input is scaled to `size`, its colours inverted, and shapes drawn per prompt and
+    index, labelled SIMULATED EDIT. With a mask, every pixel outside the mask's edit area is the
+    input's own (output/mask.py), as an OpenAI edit promises, so tests can check both sides.
+    `transparent` keeps the input's alpha channel (a transparent background was asked for).
+    """
+    with Image.open(io.BytesIO(request.input_images[0].data)) as opened:
+        scaled = opened.convert("RGBA").resize((size.width, size.height))
+    base = scaled.convert("RGB")
+    edited = ImageOps.invert(base)
+    digest = hashlib.sha256(f"{request.prompt}\0{request.seed}\0{index}".encode()).digest()
+    rng = random.Random(digest)
+    pen = ImageDraw.Draw(edited)
+    for _ in range(6):
+        x0, y0 = rng.randrange(size.width), rng.randrange(size.height)
+        radius = rng.randrange(8, max(9, min(size.width, size.height) // 4))
+        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        pen.ellipse((x0 - radius, y0 - radius, x0 + radius, y0 + radius), fill=colour)
+    label = f"SIMULATED EDIT of {len(request.input_images)} image(s) #{index + 1}"
+    pen.text((8, 8), label, fill=(255, 255, 255))
+    if request.mask is not None:
+        region = edit_region(request.mask.data).resize(edited.size, Image.Resampling.NEAREST)
+        edited = Image.composite(edited, base, region)
+    if transparent:
+        edited.putalpha(scaled.getchannel("A"))
+    out = io.BytesIO()
+    save_format = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}[fmt]
+    edited.save(out, format=save_format, **({"quality": 90} if fmt != "png" else {}))
     return out.getvalue()

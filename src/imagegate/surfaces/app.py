@@ -19,6 +19,8 @@ from imagegate.surfaces.admin import keys as admin_keys
 from imagegate.surfaces.admin import routes as admin_routes
 from imagegate.surfaces.admin import usage as admin_usage
 from imagegate.surfaces.context import GATEWAY, REQUEST_ID
+from imagegate.surfaces.gemini import errors as gemini_errors
+from imagegate.surfaces.gemini import routes as gemini_routes
 from imagegate.surfaces.openai import errors as openai_errors
 from imagegate.surfaces.openai import routes as openai_routes
 
@@ -48,17 +50,21 @@ async def errors_in_surface_format(request: web.Request, handler: Handler) -> we
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
+        if gemini_routes.speaks_gemini(http):
+            return gemini_errors.status_response(exc.status, _http_message(exc, http))
         return openai_errors.error_response(
             exc.status, _http_message(exc, http), code=exc.reason.lower().replace(" ", "_")
         )
     except Exception:
         log.exception("unhandled error serving %s %s", http.method, http.path)
-        return openai_errors.error_response(
-            500,
+        message = (
             "The gateway hit an internal error while serving this request; it has been logged"
-            f" with request id {http.get(REQUEST_ID, '?')}.",
-            code="internal_error",
-            error_type="server_error",
+            f" with request id {http.get(REQUEST_ID, '?')}."
+        )
+        if gemini_routes.speaks_gemini(http):
+            return gemini_errors.status_response(500, message)
+        return openai_errors.error_response(
+            500, message, code="internal_error", error_type="server_error"
         )
 
 
@@ -66,7 +72,7 @@ def _http_message(exc: web.HTTPException, http: web.Request) -> str:
     if exc.status == 404:
         return (
             f"Unknown path {http.path}. This gateway serves /v1/images/generations, /v1/models,"
-            " /v1/usage and /v1/admin/keys."
+            " /v1/usage, /v1/admin/keys and Gemini's /v1beta/models/{model}:generateContent."
         )
     if exc.status == 405:
         return f"Method {http.method} is not allowed on {http.path}."
@@ -86,12 +92,18 @@ async def create_app(settings: Settings) -> web.Application:
 
 def build_app(gateway: Gateway) -> web.Application:
     max_bytes = int(gateway.settings.server.max_body_mb * 1024 * 1024)
-    middlewares: list[Middleware] = [errors_in_surface_format, request_ids]
+    # gemini_routes.shared_paths: google-genai lists models at the OpenAI SDK's /v1/models.
+    middlewares: list[Middleware] = [
+        errors_in_surface_format,
+        request_ids,
+        gemini_routes.shared_paths,
+    ]
     app = web.Application(middlewares=middlewares, client_max_size=max_bytes)
     app[GATEWAY] = gateway
     app.on_response_prepare.append(send_request_id)
     app.router.add_get("/healthz", healthz)
     openai_routes.add_routes(app)
+    gemini_routes.add_routes(app)
     admin_routes.add_routes(app)
     admin_keys.add_routes(app)
     admin_usage.add_routes(app)

@@ -1,24 +1,22 @@
-"""HTTP handlers of the OpenAI surface: /v1/images/generations, /v1/models, image files."""
+"""HTTP handlers of the OpenAI surface: image generations and edits, models, image files."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import logging
 import math
 import time
-from collections.abc import AsyncIterator
 
 import orjson
 from aiohttp import web
 
-from imagegate.core.errors import AllCandidatesFailed, ClientError, InvalidRequest
-from imagegate.core.payload import TruncatedImage, decode
+from imagegate.core.errors import ClientError
+from imagegate.core.payload import decode
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import ImageResult
 from imagegate.gateway import Gateway
 from imagegate.ledger.ledger import Booking
 from imagegate.ledger.pricing import format_usd
+from imagegate.surfaces import flow
 from imagegate.surfaces.context import (
     GATEWAY,
     bearer_token,
@@ -26,7 +24,12 @@ from imagegate.surfaces.context import (
     read_json,
     request_id,
 )
+from imagegate.surfaces.flow import COST_HEADER, idempotency_key
+from imagegate.surfaces.flow import book_usage as _book_usage
+from imagegate.surfaces.flow import served_headers as _served_headers
+from imagegate.surfaces.flow import stream as _stream
 from imagegate.surfaces.openai import errors
+from imagegate.surfaces.openai.edits import checked_inputs, parse_edit, to_edit_request
 from imagegate.surfaces.openai.translate import (
     b64_answer,
     parse_generation,
@@ -34,9 +37,9 @@ from imagegate.surfaces.openai.translate import (
     to_image_request,
     url_answer,
 )
+from imagegate.surfaces.openai.uploads import read_edit_uploads
 
 STARTED = int(time.time())
-COST_HEADER = "x-imagegate-cost-usd"
 # OpenAI's error types by status, for the refusals this surface makes itself.
 _ERROR_TYPES = {
     401: "invalid_request_error",
@@ -44,7 +47,6 @@ _ERROR_TYPES = {
     409: "invalid_request_error",
     429: "rate_limit_error",
 }
-log = logging.getLogger("imagegate.openai")
 
 
 async def generations(http: web.Request) -> web.StreamResponse:
@@ -63,6 +65,48 @@ async def generations(http: web.Request) -> web.StreamResponse:
         booking = await gateway.admit(request, key)
     except ClientError as exc:
         return refusal(exc)
+    return await _serve(
+        http, gateway, booking, url=wire.response_format == "url", stream=bool(wire.stream)
+    )
+
+
+async def edits(http: web.Request) -> web.StreamResponse:
+    """`POST /v1/images/edits`, multipart or JSON; admitted and booked as generations are."""
+    gateway = http.app[GATEWAY]
+    server = gateway.settings.server
+    try:
+        key = await gateway.clients.authenticate(bearer_token(http))
+        max_body = int(server.max_body_mb * 1024 * 1024)
+        uploads = await read_edit_uploads(http, max_body_bytes=max_body)
+        wire = parse_edit(uploads, max_prompt_chars=server.max_prompt_chars)
+        images, mask = await checked_inputs(uploads)
+        request = to_edit_request(
+            wire,
+            images,
+            mask,
+            request_id=request_id(http),
+            client_id=None if key is None else key.id,
+            deadline=client_deadline(http, server.request_timeout_seconds),
+        )
+        request = dataclasses.replace(request, idempotency_key=idempotency_key(http))
+        booking = await gateway.admit(request, key)
+    except ClientError as exc:
+        return refusal(exc)
+    url, stream = wire.response_format == "url", bool(wire.stream)
+    return await _serve(http, gateway, booking, url=url, stream=stream, family="image_edit")
+
+
+async def _serve(
+    http: web.Request,
+    gateway: Gateway,
+    booking: Booking,
+    *,
+    url: bool,
+    stream: bool,
+    family: str = "image_generation",
+) -> web.StreamResponse:
+    """Generate an admitted request, book it, and answer as b64 JSON, URLs or SSE events."""
+    request = booking.request
     booked = await _generate_and_book(gateway, booking)
     if isinstance(booked, web.Response):
         return booked
@@ -70,13 +114,13 @@ async def generations(http: web.Request) -> web.StreamResponse:
     headers = {**_served_headers(result), COST_HEADER: format_usd(cost)}
     completed = False
     try:
-        if wire.response_format == "url":
+        if url:
             response: web.StreamResponse = await _url_response(
                 http, gateway, result, request, headers
             )
             completed = True
-        elif wire.stream:
-            pieces = sse_answer(result, request)
+        elif stream:
+            pieces = sse_answer(result, request, family)
             response, completed = await _stream(http, headers, pieces, "text/event-stream")
         else:
             pieces = b64_answer(result, request)
@@ -92,51 +136,14 @@ async def _generate_and_book(
     gateway: Gateway, booking: Booking
 ) -> tuple[ImageResult, int] | web.Response:
     """The images, booked before their first byte is sent; or the error, booked too."""
-    ledger = gateway.ledger
-    try:
-        result = await gateway.generate(booking.request)
-    except AllCandidatesFailed as exc:
-        final = exc.final
-        cost = await ledger.book_failure(
-            booking, outcome=str(final.kind), diagnosis=final.diagnosis, attempts=exc.records
-        )
-        failure = errors.upstream_failure(exc)
-        failure.headers[COST_HEADER] = format_usd(cost)
-        return failure
-    except ClientError as exc:
-        await ledger.book_failure(booking, outcome=exc.code, diagnosis=exc.message)
-        return refusal(exc)
-    except BaseException as exc:
-        # Settle even on a crash or cancellation, so no reservation is held until a restart.
-        await asyncio.shield(
-            ledger.book_failure(booking, outcome="internal_error", diagnosis=type(exc).__name__)
-        )
-        raise
-    try:
-        cost = await ledger.book_success(booking, result)
-    except BaseException:
-        await result.aclose()
-        raise
-    return result, cost
-
-
-async def _book_usage(gateway: Gateway, booking: Booking, result: ImageResult) -> None:
-    try:
-        await gateway.ledger.book_usage(booking, result)
-    except Exception:
-        # The answer is out and the table price is booked: log, do not fail the request.
-        log.exception("re-pricing request %s by upstream usage failed", booking.request.request_id)
-
-
-def idempotency_key(http: web.Request) -> str | None:
-    value = http.headers.get("Idempotency-Key")
-    if value is None:
-        return None
-    if not value.strip() or len(value) > 255:
-        raise InvalidRequest(
-            "Idempotency-Key must be 1 to 255 characters.", param="Idempotency-Key"
-        )
-    return value.strip()
+    outcome = await flow.generate_and_book(gateway, booking)
+    if isinstance(outcome, flow.Served):
+        return outcome.result, outcome.cost
+    if isinstance(outcome.error, ClientError):
+        return refusal(outcome.error)
+    failure = errors.upstream_failure(outcome.error)
+    failure.headers[COST_HEADER] = format_usd(outcome.cost)
+    return failure
 
 
 def refusal(exc: ClientError) -> web.Response:
@@ -152,30 +159,6 @@ def refusal(exc: ClientError) -> web.Response:
     if exc.retry_after is not None:
         response.headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
     return response
-
-
-async def _stream(
-    http: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes], content_type: str
-) -> tuple[web.StreamResponse, bool]:
-    """Send the answer; True when it was sent whole (the upstream's usage is then known)."""
-    # The 200 is committed once every image's header has been checked; if an upstream then
-    # breaks off mid-image, the client gets a truncated body rather than a clean error.
-    response = web.StreamResponse(headers=headers)
-    response.content_type = content_type
-    await response.prepare(http)
-    try:
-        async for piece in coalesce(pieces):
-            await response.write(piece)
-        await response.write_eof()
-    except TruncatedImage:
-        # Too late for an error status: cut the connection so the client sees a broken answer,
-        # never a complete-looking one.
-        if http.transport is not None:
-            http.transport.close()
-        return response, False
-    except ConnectionResetError:
-        return response, False  # the client went away; the handler releases the upstream
-    return response, True
 
 
 async def _url_response(
@@ -196,36 +179,6 @@ async def _url_response(
         content_type="application/json",
         headers=headers,
     )
-
-
-async def coalesce(pieces: AsyncIterator[bytes], at_least: int = 64 * 1024) -> AsyncIterator[bytes]:
-    """Join small pieces (JSON punctuation, the answer's head and tail) into the next large one.
-
-    Each write is a chunk frame and a send call; an answer has a dozen pieces, half of them a
-    few bytes long, so joining them saves syscalls without holding more than one large piece.
-    """
-    pending: list[bytes] = []
-    size = 0
-    async for piece in pieces:
-        pending.append(piece)
-        size += len(piece)
-        if size >= at_least:
-            yield pending[0] if len(pending) == 1 else b"".join(pending)
-            pending, size = [], 0
-    if pending:
-        yield b"".join(pending)
-
-
-def _served_headers(result: ImageResult) -> dict[str, str]:
-    headers = {
-        "x-imagegate-deployment": result.deployment,
-        "x-imagegate-provider": result.provider,
-        "x-imagegate-model": result.model,
-        "x-imagegate-attempts": str(len(result.attempts)),
-    }
-    if result.notes:
-        headers["x-imagegate-notes"] = "; ".join(result.notes)
-    return headers
 
 
 async def image_file(http: web.Request) -> web.Response:
@@ -275,6 +228,7 @@ def _model(name: str) -> dict[str, object]:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/images/generations", generations)
+    app.router.add_post("/v1/images/edits", edits)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_get("/v1/images/files/{name}", image_file)

@@ -13,10 +13,10 @@ from imagegate.core.errors import InvalidRequest
 from imagegate.core.geometry import Size, parse_size
 from imagegate.core.request import Background, ImageRequest, Quality
 from imagegate.core.result import ImageResult
-from imagegate.surfaces.openai.wire import GenerationRequest
+from imagegate.surfaces.openai.wire import EditRequest, GenerationRequest
 
 MIN_EDGE, MAX_EDGE, MAX_ASPECT = 16, 8192, 8.0
-_LEGACY_QUALITY = {"standard": Quality.MEDIUM, "hd": Quality.HIGH}
+LEGACY_QUALITY = {"standard": Quality.MEDIUM, "hd": Quality.HIGH}
 
 
 def parse_generation(body: Any, *, max_prompt_chars: int) -> GenerationRequest:
@@ -26,7 +26,12 @@ def parse_generation(body: Any, *, max_prompt_chars: int) -> GenerationRequest:
     try:
         wire = GenerationRequest.model_validate(body)
     except ValidationError as exc:
-        raise _invalid(exc) from None
+        raise invalid_from(exc) from None
+    check_common(wire, max_prompt_chars=max_prompt_chars)
+    return wire
+
+
+def check_common(wire: GenerationRequest | EditRequest, *, max_prompt_chars: int) -> None:
     if not wire.prompt.strip():
         raise InvalidRequest("`prompt` must not be empty.", param="prompt")
     if len(wire.prompt) > max_prompt_chars:
@@ -46,10 +51,9 @@ def parse_generation(body: Any, *, max_prompt_chars: int) -> GenerationRequest:
             "A transparent background needs output_format png or webp; jpeg has no alpha.",
             param="background",
         )
-    return wire
 
 
-def _invalid(exc: ValidationError) -> InvalidRequest:
+def invalid_from(exc: ValidationError) -> InvalidRequest:
     error = exc.errors()[0]
     param = str(error["loc"][0]) if error["loc"] else None
     if error["type"] == "extra_forbidden":
@@ -101,7 +105,7 @@ def to_image_request(
         model=wire.model or "",
         n=wire.n,
         size=parse_size_param(wire.size),
-        quality=_LEGACY_QUALITY.get(quality) or Quality(quality),
+        quality=LEGACY_QUALITY.get(quality) or Quality(quality),
         output_format=wire.output_format,
         output_compression=wire.output_compression,
         background=Background(wire.background or "auto"),
@@ -159,16 +163,18 @@ def url_answer(result: ImageResult, request: ImageRequest, urls: list[str]) -> b
     return head[:-1] + b"," + answer_tail(result, request)
 
 
-_COMPLETED_EVENT_HEAD = (
-    b'event: image_generation.completed\ndata: {"type":"image_generation.completed","b64_json":"'
-)
+async def sse_answer(
+    result: ImageResult, request: ImageRequest, family: str = "image_generation"
+) -> AsyncIterator[bytes]:
+    """`stream: true`: one `<family>.completed` event per image (no partials yet).
 
-
-async def sse_answer(result: ImageResult, request: ImageRequest) -> AsyncIterator[bytes]:
-    """`stream: true`: one `image_generation.completed` event per image (no partials yet)."""
+    `family` is `image_generation` for generations and `image_edit` for edits (reference §7).
+    """
+    event = f"{family}.completed".encode()
+    head = b"event: " + event + b'\ndata: {"type":"' + event + b'","b64_json":"'
     created = int(time.time())
     for image in result.images:
-        yield _COMPLETED_EVENT_HEAD
+        yield head
         async for chunk in image.source.chunks():
             yield chunk
         meta = {
