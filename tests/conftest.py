@@ -15,6 +15,7 @@ from imagegate.gateway import Gateway
 from imagegate.surfaces.app import build_app
 
 StartGateway = Callable[[dict[str, Any]], Awaitable[str]]
+FlushLedgers = Callable[[], Awaitable[None]]
 
 SIM_CONFIG: dict[str, Any] = {
     "providers": {"sim": {"kind": "simulator"}},
@@ -31,7 +32,27 @@ SIM_CONFIG: dict[str, Any] = {
 
 
 @pytest.fixture
-async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
+def started_gateways() -> list[Gateway]:
+    """The gateways `start_gateway` started in this test."""
+    return []
+
+
+@pytest.fixture
+def flush_ledgers(started_gateways: list[Gateway]) -> FlushLedgers:
+    """`await flush_ledgers()`: every booking so far is in the database (the ledger's writer
+    applies them a moment later), for tests that read the database directly."""
+
+    async def flush() -> None:
+        for gateway in started_gateways:
+            await gateway.ledger.flush()
+
+    return flush
+
+
+@pytest.fixture
+async def start_gateway(
+    tmp_path: Path, started_gateways: list[Gateway]
+) -> AsyncIterator[StartGateway]:
     """Start a gateway for a config dict; returns its base URL (…/v1 is added by callers)."""
     servers: list[TestServer] = []
 
@@ -41,7 +62,9 @@ async def start_gateway(tmp_path: Path) -> AsyncIterator[StartGateway]:
             "server": {"data_dir": str(tmp_path / "data"), **config.get("server", {})},
         }
         settings = parse_settings(config, source="test")
-        server = TestServer(build_app(Gateway.create(settings)), host="127.0.0.1")
+        gateway = Gateway.create(settings)
+        started_gateways.append(gateway)
+        server = TestServer(build_app(gateway), host="127.0.0.1")
         await server.start_server()
         servers.append(server)
         return str(server.make_url("")).rstrip("/")

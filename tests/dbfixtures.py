@@ -3,6 +3,9 @@
 PostgreSQL gets a fresh schema per test (dropped afterwards) at IMAGEGATE_TEST_POSTGRES_URL,
 by default the CI service at 127.0.0.1:5432, database `test`. It is skipped only when that
 server is unreachable and CI is unset: in CI an unreachable server fails the run.
+
+A test that also starts a gateway must request `database` before `start_gateway`: fixtures are
+torn down in reverse, and the gateway's ledger writer must have stopped before the schema goes.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from imagegate.core.errors import ConfigError, FailureKind
 from imagegate.core.payload import HeldB64, decode
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import GeneratedImage, ImageResult
+from imagegate.ledger.journal import Journal
 from imagegate.ledger.ledger import Booking, Ledger
 from imagegate.output.convert import transcode
 from imagegate.policy.admission import Admission
@@ -145,7 +146,10 @@ class Gateway:
         # Names this process in the ledger; the same name after a restart lets start-up settle
         # what the previous life left pending (see Ledger.recover).
         instance = f"{socket.gethostname()}:{settings.server.port}"
-        self.ledger = Ledger(LedgerStore(self.engine), deployments, instance)
+        journal = Journal(
+            settings.data_path / "ledger.journal", fsync=settings.ledger.durability == "fsync"
+        )
+        self.ledger = Ledger(LedgerStore(self.engine), deployments, instance, journal)
         self.admission = Admission(self.ledger, ClientLimiter())
         images = settings.data_path / "images"
         self.store = LocalImageStore(images)
@@ -159,11 +163,15 @@ class Gateway:
         return cls(settings, make_session())
 
     async def open(self) -> int:
-        """Migrate the database and settle what a crash left pending; returns how many."""
+        """Migrate the database, replay the ledger's journal and settle what a crash left
+        pending (returns how many), then start the ledger's writer."""
         await database.upgrade(self.engine, search_path=self.settings.database.search_path)
-        return await self.ledger.recover(self.settings.server.request_timeout_seconds)
+        abandoned = await self.ledger.recover(self.settings.server.request_timeout_seconds)
+        self.ledger.start()
+        return abandoned
 
     async def aclose(self) -> None:
+        await self.ledger.close()  # applies what is queued before the engine goes
         await self.session.close()
         await self.engine.dispose()
 

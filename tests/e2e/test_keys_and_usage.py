@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from imagegate.cli.main import app as cli
 from imagegate.state.models import AttemptRow, RequestRow
-from tests.conftest import MakeClient, StartGateway
+from tests.conftest import FlushLedgers, MakeClient, StartGateway
 from tests.dbfixtures import DatabaseUnderTest
 from tests.fakes.openai import FakeOpenAI
 
@@ -53,9 +53,9 @@ def _config(upstream: FakeOpenAI, database: DatabaseUnderTest) -> dict[str, Any]
 
 @pytest.fixture
 async def gateway(
+    database: DatabaseUnderTest,  # first: set up before the gateway, so dropped after it stops
     start_gateway: StartGateway,
     upstream: FakeOpenAI,
-    database: DatabaseUnderTest,
     monkeypatch: pytest.MonkeyPatch,
 ) -> str:
     monkeypatch.setenv("TEST_OA_KEY", "sk-test")
@@ -166,6 +166,7 @@ async def test_usage_totals_equal_booked_images_times_prices_with_failures_retri
     upstream: FakeOpenAI,
     database: DatabaseUnderTest,
     tmp_path: Path,
+    flush_ledgers: FlushLedgers,
 ) -> None:
     made = await _new_key(gateway)
     client = openai_client(gateway, made["key"])
@@ -181,6 +182,7 @@ async def test_usage_totals_equal_booked_images_times_prices_with_failures_retri
     costs.append(await _generate(client, "gpt"))  # a safety refusal is not billed: $0
     assert costs == ["0.01", "0.04", "0.08", "0", "0"]
 
+    await flush_ledgers()  # the database trails the journal by one batch
     engine = database.engine()
     try:
         async with AsyncSession(engine) as session:

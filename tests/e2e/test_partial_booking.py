@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from imagegate.state.models import AttemptRow, RequestRow
-from tests.conftest import MakeClient, StartGateway
+from tests.conftest import FlushLedgers, MakeClient, StartGateway
 from tests.dbfixtures import DatabaseUnderTest
 from tests.fakes.gemini import FakeGemini
 
@@ -23,11 +23,12 @@ async def gemini() -> AsyncIterator[FakeGemini]:
 
 
 async def test_a_failed_request_books_the_images_that_did_arrive(
+    database: DatabaseUnderTest,  # first: set up before the gateway, so dropped after it stops
     start_gateway: StartGateway,
     openai_client: MakeClient,
     gemini: FakeGemini,
-    database: DatabaseUnderTest,
     monkeypatch: pytest.MonkeyPatch,
+    flush_ledgers: FlushLedgers,
 ) -> None:
     monkeypatch.setenv("TEST_GEMINI_KEY", "g-key")
     base = await start_gateway(
@@ -55,6 +56,7 @@ async def test_a_failed_request_books_the_images_that_did_arrive(
         await openai_client(base).images.generate(model="flash", prompt="two foxes", n=2)
     assert caught.value.response.headers["x-imagegate-cost-usd"] == "0.039"
 
+    await flush_ledgers()  # the database trails the journal by one batch
     engine = database.engine()
     try:
         async with AsyncSession(engine) as session:

@@ -95,6 +95,7 @@ async def test_settling_books_the_actual_cost_and_releases_the_estimate(
         ],
     )
     assert await ledger.book_success(booking, result) == 10_000
+    await ledger.flush()  # bookings reach the database through the journal's writer
     assert (await _spend(engine)) == {"day": (10_000, 0), "month": (10_000, 0)}
     async with engine.connect() as connection:
         attempts = (
@@ -118,6 +119,7 @@ async def test_a_failure_books_what_was_billed_only(engine: AsyncEngine) -> None
     ]
     cost = await ledger.book_failure(booking, outcome="mismatch", diagnosis="x", attempts=failures)
     assert cost == 10_000  # the mismatched image was made and billed; the 503 was not
+    await ledger.flush()
     assert (await _spend(engine))["day"] == (10_000, 0)
 
 

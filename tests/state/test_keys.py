@@ -7,7 +7,7 @@ import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from imagegate.state.keys import DISPLAY_CHARS, KeyLimits, KeyStore, digest
+from imagegate.state.keys import DISPLAY_CHARS, LOOKUP_SECONDS, KeyLimits, KeyStore, digest
 
 
 async def _every_stored_value(engine: AsyncEngine) -> str:
@@ -60,3 +60,24 @@ async def test_rotate_keeps_limits_and_lineage_and_revokes_the_old_key(engine: A
     stale = await store.by_digest(digest(old.secret))
     assert stale is not None and stale.revoked_at is not None
     assert await store.rotate(old.key.id) is None  # a revoked key cannot be rotated
+
+
+async def test_lookups_are_believed_for_a_second_and_forgotten_at_a_change_made_here(
+    engine: AsyncEngine,
+) -> None:
+    now = [0.0]
+    store = KeyStore(engine, clock=lambda: now[0])
+    elsewhere = KeyStore(engine)  # the CLI or a replica: another process, another cache
+    made = await store.create("app", KeyLimits())
+    wanted = digest(made.secret)
+    assert (await store.by_digest(wanted)).revoked_at is None  # type: ignore[union-attr]
+
+    await elsewhere.revoke(made.key.id)
+    assert (await store.by_digest(wanted)).revoked_at is None  # type: ignore[union-attr]
+    now[0] += LOOKUP_SECONDS
+    assert (await store.by_digest(wanted)).revoked_at is not None  # type: ignore[union-attr]
+
+    mine = await store.create("mine", KeyLimits())
+    assert await store.by_digest(digest(mine.secret)) is not None
+    await store.revoke(mine.key.id)  # made here: at once
+    assert (await store.by_digest(digest(mine.secret))).revoked_at is not None  # type: ignore[union-attr]

@@ -30,6 +30,9 @@ database:                    # client keys and the ledger; migrated on start
   url: null                  # default: SQLite at <data_dir>/imagegate.db
   # url_env: IMAGEGATE_DATABASE_URL   # e.g. postgresql+asyncpg://user:pass@host/db
 
+ledger:
+  durability: process        # bookings survive a killed process; fsync: a machine crash too
+
 providers:
   sim:
     kind: simulator          # built-in test/demo provider: real images, no key, no network

@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -78,6 +78,17 @@ class DatabaseSettings(_Strict):
         if value is not None and not _ENV_NAME.match(value):
             raise ValueError("must be a plain identifier (letters, digits, underscores)")
         return value
+
+
+class LedgerSettings(_Strict):
+    """How bookings are made durable before an answer goes out (docs/ledger.md, "Durability").
+
+    `process`: one append to the journal, in the OS page cache: survives a killed process.
+    `fsync`: the append is also flushed to the disk: survives a machine crash, at a disk flush
+    per request.
+    """
+
+    durability: Literal["process", "fsync"] = "process"
 
 
 class ProviderSettings(_Strict):
@@ -183,6 +194,7 @@ class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
     database: DatabaseSettings = DatabaseSettings()
+    ledger: LedgerSettings = LedgerSettings()
     breaker: BreakerSettings = BreakerSettings()
     providers: dict[str, ProviderSettings] = {}
     deployments: dict[str, DeploymentSettings] = {}

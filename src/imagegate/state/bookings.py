@@ -1,26 +1,27 @@
-"""Ledger rows and budget counters, written in the transactions that keep them consistent.
+"""Ledger rows and budget counters at admission and at start-up.
 
-admit   one transaction: the idempotency check, the budget reservation (conditional UPDATE of the
-        key's spend counters) and the `pending` request row.
-settle  one transaction: the request row becomes `succeeded` or `failed` with its cost, its
-        attempt rows are written, and the reservation turns into booked spend.
-abandon at start-up: `pending` rows of a process that died become `abandoned` at cost 0 and
-        release their reservations (they were never settled, so no 200 went out for them).
+admit   one transaction, only for a request that reserves against a budget or claims an
+        Idempotency-Key: the idempotency check, the budget reservation (conditional UPDATE of the
+        key's spend counters) and the `pending` request row. Every other request is written
+        once, settled, by the journal's writer (`state/apply.py`).
+abandon at start-up, after the journal was replayed: `pending` rows of a process that died
+        become `abandoned` at cost 0 and release their reservations (they were never settled,
+        so no answer went out for them).
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 
-from imagegate.state.models import AttemptRow, RequestRow, SpendRow
+from imagegate.state.models import RequestRow, SpendRow
 
 PENDING, SUCCEEDED, FAILED, ABANDONED = "pending", "succeeded", "failed", "abandoned"
 
@@ -36,9 +37,10 @@ class Period:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """What admission reserved, handed back to settle (which must release exactly this)."""
+    """What admission wrote: the pending row (None: none was written) and the estimate
+    reserved on the lineage's spend counters (0: nothing), which settlement must release."""
 
-    request_pk: int
+    request_pk: int | None
     lineage: str | None
     periods: tuple[Period, ...]
     estimate_micros: int
@@ -64,24 +66,9 @@ class AlreadyAdmitted(Exception):
         self.cost_micros = cost_micros
 
 
-@dataclass(slots=True)
-class Settlement:
-    state: str  # succeeded | failed
-    cost_micros: int
-    outcome: str | None = None
-    diagnosis: str | None = None
-    deployment: str | None = None
-    provider: str | None = None
-    model: str | None = None
-    images: int = 0
-    priced_by: str = "table"
-    latency_ms: int | None = None
-    attempts: list[dict[str, Any]] = field(default_factory=list)  # AttemptRow fields
-
-
 class LedgerStore:
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def admit(
@@ -92,147 +79,93 @@ class LedgerStore:
         periods: Sequence[Period],
         estimate_micros: int,
         idempotency_slot: str | None,
+        unapplied: Mapping[tuple[str, str], int] | None = None,
     ) -> Reservation:
-        """Insert the pending row and reserve the estimate.
+        """Insert the pending row and reserve `estimate_micros` on every period of `periods`
+        (none: nothing is reserved, the row only holds the Idempotency-Key's slot).
 
+        `unapplied`: spend this process has settled but not yet applied, by (period, start);
+        counted as if it were booked, so the journal's lag cannot let a key pass its budget.
         Raises BudgetRefusal or AlreadyAdmitted, having written nothing.
         """
+        reserved = estimate_micros if lineage is not None and periods else 0
         try:
-            async with self._sessions.begin() as session:
+            async with self.engine.begin() as connection:
                 if idempotency_slot is not None:
-                    await self._claim_slot(session, idempotency_slot)
+                    await self._claim_slot(connection, idempotency_slot)
                 if lineage is not None:
                     for period in periods:
-                        await self._reserve(session, lineage, period, estimate_micros)
-                row = RequestRow(
-                    **request,
-                    state=PENDING,
-                    estimate_micros=estimate_micros,
-                    cost_micros=0,
-                    images=0,
-                    attempts=0,
-                    idempotency_slot=idempotency_slot,
+                        where = (period.name, period.start)
+                        extra = 0 if unapplied is None else unapplied.get(where, 0)
+                        await self._reserve(connection, lineage, period, estimate_micros, extra)
+                pk = await connection.scalar(
+                    insert(RequestRow)
+                    .values(
+                        **request,
+                        state=PENDING,
+                        estimate_micros=reserved,
+                        cost_micros=0,
+                        images=0,
+                        attempts=0,
+                        idempotency_slot=idempotency_slot,
+                    )
+                    .returning(RequestRow.id)
                 )
-                session.add(row)
-                await session.flush()
-                pk = row.id
         except IntegrityError:
             # Another request with the same Idempotency-Key was admitted at the same moment.
             raise AlreadyAdmitted(PENDING, "(concurrent)", 0) from None
-        return Reservation(pk, lineage, tuple(periods), estimate_micros)
+        assert pk is not None
+        return Reservation(pk, lineage, tuple(periods), reserved)
 
-    async def _claim_slot(self, session: AsyncSession, slot: str) -> None:
-        earlier = await session.scalar(
-            select(RequestRow).where(RequestRow.idempotency_slot == slot)
-        )
+    async def _claim_slot(self, connection: AsyncConnection, slot: str) -> None:
+        earlier = (
+            await connection.execute(
+                select(
+                    RequestRow.id, RequestRow.state, RequestRow.request_id, RequestRow.cost_micros
+                ).where(RequestRow.idempotency_slot == slot)
+            )
+        ).first()
         if earlier is None:
             return
-        if earlier.state in (PENDING, SUCCEEDED):
-            raise AlreadyAdmitted(earlier.state, earlier.request_id, earlier.cost_micros)
-        earlier.idempotency_slot = None  # it failed: the client's retry may run under the key
+        pk, state, request_id, cost = earlier
+        if state in (PENDING, SUCCEEDED):
+            raise AlreadyAdmitted(state, request_id, cost)
+        # it failed: the client's retry may run under the key
+        await connection.execute(
+            update(RequestRow).where(RequestRow.id == pk).values(idempotency_slot=None)
+        )
 
     async def _reserve(
-        self, session: AsyncSession, lineage: str, period: Period, estimate: int
+        self, connection: AsyncConnection, lineage: str, period: Period, estimate: int, extra: int
     ) -> None:
-        await session.execute(_insert_ignore(self._engine, lineage, period))
+        await connection.execute(_insert_ignore(self.engine, lineage, period))
         where = _spend_row(lineage, period)
         if period.budget_micros is not None:
-            total = SpendRow.booked_micros + SpendRow.reserved_micros + estimate
+            total = SpendRow.booked_micros + SpendRow.reserved_micros + (estimate + extra)
             where = and_(where, total <= period.budget_micros)
-        result = await session.execute(
+        result = await connection.execute(
             update(SpendRow)
             .where(where)
             .values(reserved_micros=SpendRow.reserved_micros + estimate)
-            .execution_options(synchronize_session=False)
         )
-        if result.rowcount == 0:  # type: ignore[attr-defined]
-            row = await session.scalar(select(SpendRow).where(_spend_row(lineage, period)))
-            spent = 0 if row is None else row.booked_micros + row.reserved_micros
+        if result.rowcount == 0:
+            row = (
+                await connection.execute(
+                    select(SpendRow.booked_micros, SpendRow.reserved_micros).where(
+                        _spend_row(lineage, period)
+                    )
+                )
+            ).first()
+            spent = extra + (0 if row is None else row[0] + row[1])
             raise BudgetRefusal(period, spent, estimate)
-
-    async def settle(self, reservation: Reservation, settlement: Settlement) -> bool:
-        """Settle a pending request. False when it was no longer pending (already abandoned)."""
-        now = datetime.datetime.now(datetime.UTC)
-        async with self._sessions.begin() as session:
-            result = await session.execute(
-                update(RequestRow)
-                .where(RequestRow.id == reservation.request_pk, RequestRow.state == PENDING)
-                .values(
-                    state=settlement.state,
-                    cost_micros=settlement.cost_micros,
-                    outcome=settlement.outcome,
-                    diagnosis=settlement.diagnosis,
-                    deployment=settlement.deployment,
-                    provider=settlement.provider,
-                    model=settlement.model,
-                    images=settlement.images,
-                    priced_by=settlement.priced_by,
-                    latency_ms=settlement.latency_ms,
-                    attempts=len(settlement.attempts),
-                    settled_at=now,
-                    # a failure frees the key for the client's retry; a success keeps it
-                    **({} if settlement.state == SUCCEEDED else {"idempotency_slot": None}),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if result.rowcount == 0:  # type: ignore[attr-defined]
-                return False
-            for seq, attempt in enumerate(settlement.attempts):
-                session.add(
-                    AttemptRow(
-                        request_pk=reservation.request_pk, seq=seq, created_at=now, **attempt
-                    )
-                )
-            await self._move_spend(session, reservation, settlement.cost_micros)
-        return True
-
-    async def reprice(
-        self, reservation: Reservation, cost_micros: int, attempt_costs: dict[int, int]
-    ) -> None:
-        """Replace a settled request's table price by the upstream's usage-based cost."""
-        async with self._sessions.begin() as session:
-            row = await session.get(RequestRow, reservation.request_pk, with_for_update=True)
-            if row is None or row.state != SUCCEEDED or row.priced_by == "usage":
-                return
-            delta = cost_micros - row.cost_micros
-            row.cost_micros = cost_micros
-            row.priced_by = "usage"
-            for seq, cost in attempt_costs.items():
-                await session.execute(
-                    update(AttemptRow)
-                    .where(AttemptRow.request_pk == reservation.request_pk, AttemptRow.seq == seq)
-                    .values(cost_micros=cost)
-                    .execution_options(synchronize_session=False)
-                )
-            if reservation.lineage is not None and delta:
-                for period in reservation.periods:
-                    await session.execute(
-                        update(SpendRow)
-                        .where(_spend_row(reservation.lineage, period))
-                        .values(booked_micros=SpendRow.booked_micros + delta)
-                        .execution_options(synchronize_session=False)
-                    )
-
-    async def _move_spend(self, session: AsyncSession, reservation: Reservation, cost: int) -> None:
-        if reservation.lineage is None:
-            return
-        for period in reservation.periods:
-            await session.execute(
-                update(SpendRow)
-                .where(_spend_row(reservation.lineage, period))
-                .values(
-                    reserved_micros=SpendRow.reserved_micros - reservation.estimate_micros,
-                    booked_micros=SpendRow.booked_micros + cost,
-                )
-                .execution_options(synchronize_session=False)
-            )
 
     async def abandon(self, *, instance: str, older_than: datetime.datetime) -> int:
         """Mark pending rows of a dead process `abandoned` (cost 0) and release their estimates.
 
         Rows of `instance` (this process's name, so its previous life) go at once; rows of any
         other instance only once older than the longest a request can run (a replica that
-        never came back), so a live replica's requests are never touched.
+        never came back), so a live replica's requests are never touched. Run after the
+        journal was replayed: a pending row whose settlement was journaled is settled by then.
         """
         async with self._sessions.begin() as session:
             rows = (
@@ -253,9 +186,14 @@ class LedgerStore:
                 row.outcome = "abandoned"
                 row.diagnosis = "the gateway stopped before this request was answered"
                 row.settled_at = now
-                periods = _periods_of(row)
-                reservation = Reservation(row.id, row.key_lineage, periods, row.estimate_micros)
-                await self._move_spend(session, reservation, 0)
+                if row.key_lineage is not None and row.estimate_micros:
+                    for period in _periods_of(row):
+                        await session.execute(
+                            update(SpendRow)
+                            .where(_spend_row(row.key_lineage, period))
+                            .values(reserved_micros=SpendRow.reserved_micros - row.estimate_micros)
+                            .execution_options(synchronize_session=False)
+                        )
             return len(rows)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -14,6 +16,10 @@ from imagegate.state.models import ClientKeyRow
 
 SECRET_PREFIX = "ig_"
 DISPLAY_CHARS = 10  # "ig_" and 7 more: enough to tell keys apart in a list, useless to guess
+# How long a lookup by digest is believed: a key made or revoked by another process (the CLI,
+# a replica) takes effect within this time; in this process, at once (the cache is dropped).
+LOOKUP_SECONDS = 1.0
+LOOKUP_ENTRIES = 10_000  # unknown digests are cached too; past this many, start afresh
 
 
 def digest(secret: str) -> str:
@@ -92,14 +98,24 @@ def _utcnow() -> datetime.datetime:
 
 
 class KeyStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], float] = time.monotonic) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._clock = clock
+        # digest → (believed until, key or None): the request path asks once a second per key
+        self._looked_up: dict[str, tuple[float, ClientKey | None]] = {}
+        self._generation = 0  # bumped by every change made here
 
     async def create(self, name: str, limits: KeyLimits) -> NewKey:
         async with self._sessions.begin() as session:
             made = self._new_row(name, limits)
             session.add(made.row)
+        self._forget()
         return NewKey(_from_row(made.row), made.secret)
+
+    def _forget(self) -> None:
+        """A key changed in this process: drop every cached lookup, and any in flight."""
+        self._looked_up.clear()
+        self._generation += 1
 
     def _new_row(self, name: str, limits: KeyLimits, rotated: ClientKeyRow | None = None) -> _Made:
         secret = new_secret()
@@ -133,9 +149,21 @@ class KeyStore:
             return None if row is None else _from_row(row)
 
     async def by_digest(self, sha256: str) -> ClientKey | None:
+        """The key with this digest, as the database had it at most LOOKUP_SECONDS ago."""
+        now = self._clock()
+        cached = self._looked_up.get(sha256)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        generation = self._generation
         async with self._sessions() as session:
             row = await session.scalar(select(ClientKeyRow).where(ClientKeyRow.sha256 == sha256))
-            return None if row is None else _from_row(row)
+            key = None if row is None else _from_row(row)
+        if generation != self._generation:
+            return key  # a change was made meanwhile: what was read may predate it
+        if len(self._looked_up) >= LOOKUP_ENTRIES:
+            self._looked_up.clear()
+        self._looked_up[sha256] = (now + LOOKUP_SECONDS, key)
+        return key
 
     async def revoke(self, key_id: str) -> ClientKey | None:
         """Revoke the key (idempotent: a revoked key keeps its first revocation time)."""
@@ -146,7 +174,9 @@ class KeyStore:
                 .values(revoked_at=_utcnow())
             )
             row = await session.get(ClientKeyRow, key_id, populate_existing=True)
-            return None if row is None else _from_row(row)
+            key = None if row is None else _from_row(row)
+        self._forget()
+        return key
 
     async def rotate(self, key_id: str) -> NewKey | None:
         """A new secret with the same name and limits; the old key is revoked in the same
@@ -166,7 +196,8 @@ class KeyStore:
             old.revoked_at = _utcnow()
             made = self._new_row(old.name, limits, rotated=old)
             session.add(made.row)
-            return NewKey(_from_row(made.row), made.secret)
+        self._forget()
+        return NewKey(_from_row(made.row), made.secret)
 
     async def any_active(self) -> bool:
         now = _utcnow()

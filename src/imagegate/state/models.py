@@ -87,12 +87,20 @@ class ClientKeyRow(Base):
 
 
 class RequestRow(Base):
-    """One client request: written `pending` at admission with its reserved estimate, settled
-    (`succeeded` / `failed`) before the answer's first byte, `abandoned` if the process died."""
+    """One client request, booked once by its `ledger_id`.
+
+    A request that reserves against a budget (or claims an Idempotency-Key) is written `pending`
+    at admission; every other request is written only when its settlement is applied from the
+    journal (`ledger/writer.py`), already `succeeded` or `failed`. `abandoned`: the process died
+    before settling it.
+    """
 
     __tablename__ = "ledger_requests"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Made by the ledger at admission, unique: what makes replaying the journal idempotent
+    # (a client's x-request-id need not be unique). NULL only on rows from before the journal.
+    ledger_id: Mapped[str | None] = mapped_column(String(32))
     request_id: Mapped[str] = mapped_column(String(200), index=True)
     key_id: Mapped[str | None] = mapped_column(String(64))
     key_lineage: Mapped[str | None] = mapped_column(String(64))  # whose spend counters it moved
@@ -107,7 +115,7 @@ class RequestRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     outcome: Mapped[str | None] = mapped_column(String(64))  # failure kind or error code
     diagnosis: Mapped[str | None] = mapped_column(Text)
-    estimate_micros: Mapped[int] = mapped_column(BigInteger)
+    estimate_micros: Mapped[int] = mapped_column(BigInteger)  # reserved at admission; 0: none
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     priced_by: Mapped[str | None] = mapped_column(String(16))  # table | usage
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -124,6 +132,7 @@ class RequestRow(Base):
         Index("ix_ledger_requests_key_created", "key_id", "created_at"),
         Index("ix_ledger_requests_created", "created_at"),
         Index("ix_ledger_requests_state_instance", "state", "instance"),
+        Index("ux_ledger_requests_ledger_id", "ledger_id", unique=True),
     )
 
 
@@ -156,13 +165,17 @@ class AttemptRow(Base):
     cost_micros: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
 
+    # One row per attempt of a request, also when a settlement is applied twice (a replay).
+    __table_args__ = (Index("ux_ledger_attempts_request_seq", "request_pk", "seq", unique=True),)
+
 
 class SpendRow(Base):
     """A key's booked and reserved spend in one budget period (a UTC day or month).
 
     Admission raises `reserved` by a request's estimate only if booked + reserved stays within
     the budget (one conditional UPDATE: atomic on SQLite and across PostgreSQL replicas);
-    settlement moves the estimate from `reserved` to the actual cost in `booked`.
+    settlement moves the estimate from `reserved` to the actual cost in `booked`. Keys without
+    a budget reserve nothing: their settlements only add to `booked`.
     """
 
     __tablename__ = "budget_spend"

@@ -1,8 +1,15 @@
-"""Usage totals from the ledger: filtered by key, route, model and time, grouped by a column."""
+"""Usage totals from the ledger: filtered by key, route, model and time, grouped by a column.
+
+Bookings reach the database a moment after they are made (the ledger's journal and batch
+writer); `usage` first awaits whatever flush the ledger registered for its engine with
+`before_reads`, so a report made in the gateway's process includes every booking made before it.
+"""
 
 from __future__ import annotations
 
 import datetime
+import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +25,26 @@ GROUPS = {
     "key": RequestRow.key_id,
     "route": RequestRow.route,
 }
+
+
+Flush = Callable[[], Awaitable[None]]
+# engine → the flushes of the ledgers writing through it (weakly: a ledger may be let go).
+_flushes: weakref.WeakKeyDictionary[AsyncEngine, list[weakref.WeakMethod[Flush]]]
+_flushes = weakref.WeakKeyDictionary()
+
+
+def before_reads(engine: AsyncEngine, flush: Flush) -> None:
+    """Have every `usage` report on `engine` await `flush` (a bound method) first."""
+    live = [ref for ref in _flushes.get(engine, []) if ref() is not None]
+    _flushes[engine] = [*live, weakref.WeakMethod(flush)]
+
+
+async def flush_writes(engine: AsyncEngine) -> None:
+    """Wait until the bookings made so far through `engine` in this process are applied."""
+    for ref in _flushes.get(engine, []):
+        flush = ref()
+        if flush is not None:
+            await flush()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +89,7 @@ async def usage(engine: AsyncEngine, where: UsageFilter, group_by: str | None) -
         query = query.where(RequestRow.created_at < where.until)
     if column is not None:
         query = query.add_columns(column).group_by(column).order_by(column)
+    await flush_writes(engine)
     async with engine.connect() as connection:
         rows = (await connection.execute(query)).all()
     lines = [
