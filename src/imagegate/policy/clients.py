@@ -1,7 +1,8 @@
 """Client keys: the static ones from the config file and the ones made with `imagegate keys`.
 
 Both are held only as SHA-256 digests. Database keys are looked up per request, so revoking a
-key takes effect at once, from the admin API or the CLI of another process.
+key takes effect at once through this process's admin API, and within a second (the key cache's
+lifetime) from the CLI or another replica.
 """
 
 from __future__ import annotations
