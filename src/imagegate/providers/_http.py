@@ -160,3 +160,18 @@ def status_failure(status: int, provider: str, detail: str) -> UpstreamError | N
             status=status,
         )
     return None
+
+
+def unstructured_failure(status: int, body: bytes, provider: str, dialect: str) -> UpstreamError:
+    """The failure for an answer whose body is not the provider's error format: an HTML page
+    from a proxy in front of it, an empty or truncated body. Judged by the status alone."""
+    detail = f": {html_title(body)}" if looks_like_html(body) and html_title(body) else ""
+    found = status_failure(status, provider, detail)
+    if found is not None:
+        return found
+    return UpstreamError(
+        FailureKind.BAD_REQUEST if status < 500 else FailureKind.UNAVAILABLE,
+        f"{provider} answered HTTP {status} with a body that is not {dialect}",
+        status=status,
+        provider_message=body[:500].decode("utf-8", "replace"),
+    )

@@ -17,10 +17,9 @@ import orjson
 
 from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.providers._http import (
-    html_title,
-    looks_like_html,
     retry_after_seconds,
     status_failure,
+    unstructured_failure,
 )
 
 K = FailureKind
@@ -40,16 +39,7 @@ def classify_failure(status: int, headers: Mapping[str, str], body: bytes) -> Up
     """The UpstreamError for a non-2xx answer from Gemini (or a proxy in front of it)."""
     error = _error_object(body)
     if error is None:
-        detail = f": {html_title(body)}" if looks_like_html(body) and html_title(body) else ""
-        found = status_failure(status, "Gemini", detail)
-        if found is not None:
-            return found
-        return UpstreamError(
-            K.BAD_REQUEST if status < 500 else K.UNAVAILABLE,
-            f"Gemini answered HTTP {status} with a body that is not a Google error",
-            status=status,
-            provider_message=body[:500].decode("utf-8", "replace"),
-        )
+        return unstructured_failure(status, body, "Gemini", "a Google error")
     return _classify_status(status, headers, error)
 
 

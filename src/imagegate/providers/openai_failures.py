@@ -14,10 +14,9 @@ import orjson
 
 from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.providers._http import (
-    html_title,
-    looks_like_html,
     retry_after_seconds,
     status_failure,
+    unstructured_failure,
 )
 
 K = FailureKind
@@ -35,16 +34,7 @@ _SAFETY_CODES = {"moderation_blocked", "content_policy_violation", "content_filt
 def classify_failure(status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
     error = _error_object(body)
     if error is None:
-        detail = f": {html_title(body)}" if looks_like_html(body) and html_title(body) else ""
-        found = status_failure(status, "OpenAI", detail)
-        if found is not None:
-            return found
-        return UpstreamError(
-            K.BAD_REQUEST if status < 500 else K.UNAVAILABLE,
-            f"OpenAI answered HTTP {status} with a body that is not an OpenAI error",
-            status=status,
-            provider_message=body[:500].decode("utf-8", "replace"),
-        )
+        return unstructured_failure(status, body, "OpenAI", "an OpenAI error")
     message = str(error.get("message") or "")
     code = str(error.get("code") or error.get("type") or "")
     common: dict[str, Any] = {"status": status, "provider_code": code, "provider_message": message}
