@@ -8,21 +8,15 @@ upload is refused with its field's name before any upstream is called or any mon
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from pydantic import ValidationError
 
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.geometry import Size
 from imagegate.core.imageinfo import NotAnImage, sniff
-from imagegate.core.request import Background, ImageRequest, InputImage, Quality
+from imagegate.core.request import ImageRequest, InputImage
 from imagegate.output.mask import MaskError, validate_mask
-from imagegate.surfaces.openai.translate import (
-    LEGACY_QUALITY,
-    check_common,
-    invalid_from,
-    parse_size_param,
-)
+from imagegate.surfaces.openai.translate import check_common, invalid_from, to_image_request
 from imagegate.surfaces.openai.uploads import EditUploads, Upload
 from imagegate.surfaces.openai.wire import EditRequest
 
@@ -89,24 +83,12 @@ def to_edit_request(
     client_id: str | None,
     deadline: float,
 ) -> ImageRequest:
-    quality = wire.quality or "auto"
-    passthrough: dict[str, Any] = {
-        name: getattr(wire, name) for name in PASSTHROUGH if getattr(wire, name) is not None
-    }
-    return ImageRequest(
-        prompt=wire.prompt,
-        model=wire.model or "",
-        n=wire.n,
-        size=parse_size_param(wire.size),
-        quality=LEGACY_QUALITY.get(quality) or Quality(quality),
-        output_format=wire.output_format,
-        output_compression=wire.output_compression,
-        background=Background(wire.background or "auto"),
+    return to_image_request(
+        wire,
+        request_id=request_id,
+        client_id=client_id,
+        deadline=deadline,
+        passthrough_fields=PASSTHROUGH,
         input_images=images,
         mask=mask,
-        user=wire.user,
-        client_id=client_id,
-        request_id=request_id,
-        deadline=deadline,
-        passthrough={"openai": passthrough} if passthrough else {},
     )

@@ -27,7 +27,6 @@ from imagegate.surfaces.context import (
 from imagegate.surfaces.flow import COST_HEADER, idempotency_key
 from imagegate.surfaces.flow import book_usage as _book_usage
 from imagegate.surfaces.flow import served_headers as _served_headers
-from imagegate.surfaces.flow import stream as _stream
 from imagegate.surfaces.openai import errors
 from imagegate.surfaces.openai.edits import checked_inputs, parse_edit, to_edit_request
 from imagegate.surfaces.openai.translate import (
@@ -112,24 +111,18 @@ async def _serve(
         return booked
     result, cost = booked
     headers = {**_served_headers(result), COST_HEADER: format_usd(cost)}
-    completed = False
-    try:
-        if url:
-            response: web.StreamResponse = await _url_response(
-                http, gateway, result, request, headers
-            )
-            completed = True
-        elif stream:
-            pieces = sse_answer(result, request, family)
-            response, completed = await _stream(http, headers, pieces, "text/event-stream")
-        else:
-            pieces = b64_answer(result, request)
-            response, completed = await _stream(http, headers, pieces, "application/json")
-    finally:
-        await result.aclose()
-    if completed:
+    if url:
+        try:
+            response = await _url_response(http, gateway, result, request, headers)
+        finally:
+            await result.aclose()
         await _book_usage(gateway, booking, result)
-    return response
+        return response
+    if stream:
+        pieces, content_type = sse_answer(result, request, family), "text/event-stream"
+    else:
+        pieces, content_type = b64_answer(result, request), "application/json"
+    return await flow.send_answer(http, gateway, booking, result, headers, pieces, content_type)
 
 
 async def _generate_and_book(

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.geometry import Size, parse_size
-from imagegate.core.request import Background, ImageRequest, Quality
+from imagegate.core.request import Background, ImageRequest, InputImage, Quality
 from imagegate.core.result import ImageResult
 from imagegate.surfaces.openai.wire import EditRequest, GenerationRequest
 
@@ -91,15 +91,25 @@ def parse_size_param(text: str | None) -> Size | None:
     return size
 
 
+# OpenAI-only fields with no unified meaning, forwarded to OpenAI deployments as they are.
+GENERATION_PASSTHROUGH = ("moderation", "style", "safety_identifier", "partial_images")
+
+
 def to_image_request(
-    wire: GenerationRequest, *, request_id: str, client_id: str | None, deadline: float
+    wire: GenerationRequest | EditRequest,
+    *,
+    request_id: str,
+    client_id: str | None,
+    deadline: float,
+    passthrough_fields: tuple[str, ...] = GENERATION_PASSTHROUGH,
+    input_images: tuple[InputImage, ...] = (),
+    mask: InputImage | None = None,
 ) -> ImageRequest:
+    """The ImageRequest of a generation or (with its checked images and mask) an edit."""
     quality = wire.quality or "auto"
-    passthrough: dict[str, Any] = {}
-    for name in ("moderation", "style", "safety_identifier", "partial_images"):
-        value = getattr(wire, name)
-        if value is not None:
-            passthrough[name] = value
+    passthrough: dict[str, Any] = {
+        name: value for name in passthrough_fields if (value := getattr(wire, name)) is not None
+    }
     return ImageRequest(
         prompt=wire.prompt,
         model=wire.model or "",
@@ -109,6 +119,8 @@ def to_image_request(
         output_format=wire.output_format,
         output_compression=wire.output_compression,
         background=Background(wire.background or "auto"),
+        input_images=input_images,
+        mask=mask,
         user=wire.user,
         client_id=client_id,
         request_id=request_id,
