@@ -58,14 +58,22 @@ def image_pixels(width: int, height: int) -> Image.Image:
     return ImageChops.add(gradient, noise)
 
 
-def encoded_image(width: int, height: int, fmt: ImageFormat = "png") -> bytes:
-    """The image encoded as PNG, JPEG or WebP bytes (cached per arguments)."""
-    return _encoded_image(width, height, fmt)
+def encoded_image(
+    width: int, height: int, fmt: ImageFormat = "png", transparent: bool = False
+) -> bytes:
+    """The image encoded as PNG, JPEG or WebP bytes (cached per arguments).
+
+    ``transparent`` (PNG and WebP) adds an alpha channel whose outer eighth is fully clear, as a
+    model asked for a transparent background draws its subject on nothing.
+    """
+    return _encoded_image(width, height, fmt, transparent)
 
 
-def encoded_image_b64(width: int, height: int, fmt: ImageFormat = "png") -> bytes:
+def encoded_image_b64(
+    width: int, height: int, fmt: ImageFormat = "png", transparent: bool = False
+) -> bytes:
     """Standard-alphabet, padded base64 (ASCII bytes) of :func:`encoded_image` (cached)."""
-    return _encoded_image_b64(width, height, fmt)
+    return _encoded_image_b64(width, height, fmt, transparent)
 
 
 def clear_cache() -> None:
@@ -79,11 +87,16 @@ def clear_cache() -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _encoded_image(width: int, height: int, fmt: ImageFormat) -> bytes:
+def _encoded_image(width: int, height: int, fmt: ImageFormat, transparent: bool) -> bytes:
     if fmt not in _PILLOW_FORMAT:
         raise ValueError(f"unsupported format {fmt!r}")
     buffer = io.BytesIO()
     pixels = image_pixels(width, height)
+    if transparent and fmt != "jpeg":
+        alpha = Image.new("L", (width, height), 0)
+        alpha.paste(255, (width // 8, height // 8, width - width // 8, height - height // 8))
+        pixels = pixels.copy()
+        pixels.putalpha(alpha)
     if fmt == "png":
         pixels.save(buffer, "PNG", compress_level=_PNG_LEVEL)
     elif fmt == "jpeg":
@@ -95,5 +108,5 @@ def _encoded_image(width: int, height: int, fmt: ImageFormat) -> bytes:
 
 
 @functools.lru_cache(maxsize=64)
-def _encoded_image_b64(width: int, height: int, fmt: ImageFormat) -> bytes:
-    return base64.b64encode(_encoded_image(width, height, fmt))
+def _encoded_image_b64(width: int, height: int, fmt: ImageFormat, transparent: bool) -> bytes:
+    return base64.b64encode(_encoded_image(width, height, fmt, transparent))

@@ -147,7 +147,8 @@ class FakeOpenAI(FakeUpstream):
     def _image_body(self, scenario: str, parsed: wire.ImagesRequest) -> tuple[bytes, str]:
         # wrong_size serves 1024x1024 bytes while the JSON still names the size asked for.
         width, height = (1024, 1024) if scenario == "wrong_size" else parsed.pixels
-        image = encoded_image_b64(width, height, parsed.output_format)
+        transparent = parsed.effective_background == "transparent"
+        image = encoded_image_b64(width, height, parsed.output_format, transparent)
         created = int(time.time())
         if parsed.stream:
             events = wire.stream_events(parsed, created)

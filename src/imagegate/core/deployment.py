@@ -54,10 +54,13 @@ class Capabilities:
     transparent_background: bool = False
     max_input_images: int = 0
     mask: bool = False
+    seed: bool = False  # a seed is sent upstream (best effort on some models)
     arbitrary_sizes: bool = False  # any WxH within the three rules below
     size_multiple: int = 1
     max_aspect: float | None = None
     max_edge: int | None = None
+    max_pixels: int | None = None  # width × height at most
+    max_short_edge: int | None = None  # the shorter side at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,3 +75,5 @@ class Deployment:
     price: Price = field(default_factory=Price)
     timeout_seconds: float = 120.0
     options: Mapping[str, Any] = field(default_factory=dict)
+    # From the model catalog and the config's overrides; None: the provider's own defaults.
+    capabilities: Capabilities | None = None

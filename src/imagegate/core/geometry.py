@@ -74,12 +74,18 @@ def aspect_matches(actual: Size, wanted_aspect: float, tolerance: float = 0.03) 
 
 
 def size_for_tier(
-    aspect_ratio: str | None, tier: str | None, *, multiple: int = 16, max_edge: int | None = None
+    aspect_ratio: str | None,
+    tier: str | None,
+    *,
+    multiple: int = 16,
+    max_edge: int | None = None,
+    max_pixels: int | None = None,
+    max_short_edge: int | None = None,
 ) -> Size:
     """A pixel size of about the tier's area at the aspect ratio, sides a multiple of `multiple`.
 
     For providers that take pixel sizes but were asked for an aspect ratio and tier (a google-genai
-    client served by OpenAI or the simulator). Shrunk to fit `max_edge` when given.
+    client served by OpenAI or the simulator). Shrunk to fit the limits given.
     """
     edge = TIER_EDGE.get(tier or "1K", 1024)
     aspect = ratio_value(aspect_ratio) if aspect_ratio is not None else 1.0
@@ -87,6 +93,14 @@ def size_for_tier(
     if max_edge is not None and max(width, height) > max_edge:
         scale = max_edge / max(width, height)
         width, height = width * scale, height * scale
+    if max_short_edge is not None and min(width, height) > max_short_edge:
+        scale = max_short_edge / min(width, height)
+        width, height = width * scale, height * scale
+    if max_pixels is not None and width * height > max_pixels:
+        scale = math.sqrt(max_pixels / (width * height))
+        width, height = width * scale, height * scale
+        # rounding to the multiple must not pass the budget either
+        width, height = width - multiple / 2, height - multiple / 2
     return Size(_to_multiple(width, multiple, max_edge), _to_multiple(height, multiple, max_edge))
 
 

@@ -67,6 +67,7 @@ def capabilities_for(model: str) -> Capabilities:
         output_formats=("png",),
         qualities=("auto", "low", "medium", "high"),
         max_input_images=MAX_INPUT_IMAGES.get(model, DEFAULT_MAX_INPUT_IMAGES),
+        seed=True,  # best effort
         mask=True,  # not Gemini's own: applied by the method in gemini_mask.py
     )
 
@@ -78,7 +79,7 @@ def build_request(request: ImageRequest, deployment: Deployment) -> tuple[str, b
     black/white image after them (gemini_mask.py). With a mask this decodes pixels: call it off
     the event loop then.
     """
-    caps = capabilities_for(deployment.model)
+    caps = deployment.capabilities or capabilities_for(deployment.model)
     image_config: dict[str, str] = {}
     tier: str | None
     if request.size is not None:
@@ -206,7 +207,7 @@ class GeminiProvider:
 
     def __init__(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
         self.deployment = deployment
-        self.capabilities = capabilities_for(deployment.model)
+        self.capabilities = deployment.capabilities or capabilities_for(deployment.model)
         self._session = session
 
     async def generate(self, request: ImageRequest, key: UpstreamKey | None) -> ImageResult:

@@ -51,6 +51,7 @@ ARBITRARY_RATIOS = (
     "3:1",
 )
 MAX_EDGE = 3840
+MAX_SHORT_EDGE = 2160  # at most 3840x2160 either way
 
 
 def capabilities_for(model: str) -> Capabilities:
@@ -64,6 +65,7 @@ def capabilities_for(model: str) -> Capabilities:
         size_multiple=16 if arbitrary else 1,
         max_aspect=3.0 if arbitrary else None,
         max_edge=MAX_EDGE if arbitrary else None,
+        max_short_edge=MAX_SHORT_EDGE if arbitrary else None,
         output_formats=("png", "jpeg", "webp"),
         qualities=("auto", "low", "medium", "high"),
         transparent_background=True,
@@ -129,8 +131,16 @@ def size_param(request: ImageRequest, deployment: Deployment) -> str:
         return str(request.size)
     if request.aspect_ratio is None and request.resolution is None:
         return "auto"
-    if capabilities_for(deployment.model).arbitrary_sizes:
-        size = size_for_tier(request.aspect_ratio, request.resolution, max_edge=MAX_EDGE)
+    caps = deployment.capabilities or capabilities_for(deployment.model)
+    if caps.arbitrary_sizes:
+        size = size_for_tier(
+            request.aspect_ratio,
+            request.resolution,
+            multiple=caps.size_multiple,
+            max_edge=caps.max_edge,
+            max_pixels=caps.max_pixels,
+            max_short_edge=caps.max_short_edge,
+        )
         return str(size)
     # The router only sends a fixed-size model the ratios it declares (plan.find_gap).
     return FIXED_SIZE_BY_RATIO[request.aspect_ratio or "1:1"]
@@ -173,7 +183,7 @@ class OpenAIProvider:
 
     def __init__(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
         self.deployment = deployment
-        self.capabilities = capabilities_for(deployment.model)
+        self.capabilities = deployment.capabilities or capabilities_for(deployment.model)
         self._session = session
 
     async def generate(self, request: ImageRequest, key: UpstreamKey | None) -> ImageResult:

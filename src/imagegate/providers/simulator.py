@@ -52,6 +52,7 @@ class SimulatorProvider:
             transparent_background=True,
             max_input_images=16,
             mask=True,
+            seed=True,
             arbitrary_sizes=True,
         )
         options = deployment.options

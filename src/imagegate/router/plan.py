@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from imagegate.core.deployment import Capabilities
 from imagegate.core.geometry import ratio_value
-from imagegate.core.request import Background, ImageRequest
+from imagegate.core.request import Background, ImageRequest, Quality
 
 # How far a requested aspect may be from a deployment's nearest supported ratio (log distance).
 ASPECT_SLACK = 0.10
@@ -54,6 +54,10 @@ def find_gap(caps: Capabilities, request: ImageRequest) -> Gap | None:
         return Gap("image", f"at most {caps.max_input_images} input images")
     if request.mask is not None and not caps.mask:
         return Gap("mask", "no mask")
+    if request.seed is not None and not caps.seed:
+        return Gap("seed", "no seed")
+    if request.quality is not Quality.AUTO and str(request.quality) not in caps.qualities:
+        return Gap("quality", f"qualities {', '.join(caps.qualities)}")
     return None
 
 
@@ -66,4 +70,8 @@ def _arbitrary_size_gap(caps: Capabilities, request: ImageRequest) -> Gap | None
         return Gap("size", f"aspect ratios up to {caps.max_aspect:g}:1")
     if caps.max_edge is not None and max(size.width, size.height) > caps.max_edge:
         return Gap("size", f"sides up to {caps.max_edge} pixels")
+    if caps.max_short_edge is not None and min(size.width, size.height) > caps.max_short_edge:
+        return Gap("size", f"sizes whose shorter side is at most {caps.max_short_edge} pixels")
+    if caps.max_pixels is not None and size.width * size.height > caps.max_pixels:
+        return Gap("size", f"sizes up to {caps.max_pixels:,} pixels in all")
     return None
