@@ -28,7 +28,7 @@ from imagegate.core.errors import ConfigError, FailureKind, UpstreamError
 from imagegate.core.geometry import Size, aspect_matches, parse_size
 from imagegate.core.payload import TruncatedImage
 from imagegate.core.request import ImageRequest
-from imagegate.gateway import build_deployments
+from imagegate.gateway import configured_deployments
 from imagegate.providers import registry
 from imagegate.providers._http import make_session
 from imagegate.providers.base import Provider
@@ -108,7 +108,7 @@ async def diagnose(
     `announce` gets {deployment: the most calls it will make} before any call. A session passed
     in stays open; one made here is closed. Raises ConfigError for an unknown deployment name.
     """
-    chosen = _choose(build_deployments(settings), deployments)
+    chosen = _choose(configured_deployments(settings), deployments)
     own_session = session is None
     if session is None:
         session = make_session()

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import socket
 from collections.abc import Mapping
+from typing import cast
 
 import aiohttp
 
+from imagegate.catalog import Catalog
+from imagegate.config.deployments import build_deployments, catalog_for, retirements
 from imagegate.config.loader import check_references, check_secrets
 from imagegate.config.settings import RouteSettings, Settings
-from imagegate.core.deployment import Deployment, Limits, Price, UpstreamKey
+from imagegate.core.deployment import Capabilities, Deployment
 from imagegate.core.errors import ConfigError, FailureKind
 from imagegate.core.payload import HeldB64, decode
 from imagegate.core.request import ImageRequest
@@ -33,7 +35,17 @@ from imagegate.router.health import HealthBoard
 from imagegate.router.pacer import MemoryPacer
 from imagegate.router.probe import Prober, plan_for
 from imagegate.router.router import Router
-from imagegate.router.table import Candidate, HedgePolicy, Route, RoutePolicy, RouteTable
+from imagegate.router.table import (
+    Candidate,
+    HedgePolicy,
+    RetiredName,
+    Retirement,
+    Route,
+    RoutePolicy,
+    RouteTable,
+    slot_name,
+    today,
+)
 from imagegate.state import engine as database
 from imagegate.state.bookings import LedgerStore
 from imagegate.state.keys import ClientKey, KeyStore
@@ -48,6 +60,13 @@ def validate(settings: Settings) -> list[str]:
         BreakerPolicy(**settings.breaker.model_dump())
     except ValueError as exc:
         problems.append(f"breaker: {exc}")
+    try:
+        catalog_for(settings)
+    except ConfigError as exc:
+        problems += exc.problems
+    for kind in settings.catalog:
+        if kind not in registry.KINDS:
+            problems.append(f"catalog.{kind}: not a provider kind ({', '.join(registry.KINDS)})")
     for name, provider in settings.providers.items():
         known = provider.kind in registry.KINDS
         if known and not provider.keys and registry.provider_class(provider.kind).needs_key:
@@ -58,28 +77,51 @@ def validate(settings: Settings) -> list[str]:
     return problems
 
 
-def build_deployments(settings: Settings) -> dict[str, Deployment]:
-    deployments: dict[str, Deployment] = {}
-    for name, spec in settings.deployments.items():
-        provider = settings.providers[spec.provider]
-        keys = tuple(
-            UpstreamKey(id=f"{spec.provider}:{var}", secret=os.environ[var])
-            for var in provider.keys
+def configured_deployments(settings: Settings) -> dict[str, Deployment]:
+    """The configured deployments with the catalog's capabilities and prices."""
+    return build_deployments(settings, catalog_for(settings), _base_url_of, _defaults_of)
+
+
+def _base_url_of(kind: str) -> str:
+    return registry.provider_class(kind).default_base_url
+
+
+def _defaults_of(deployment: Deployment) -> Capabilities:
+    """The capabilities the provider gives a deployment when the catalog has no entry."""
+    bare = dataclasses.replace(deployment, capabilities=None)
+    return registry.provider_class(deployment.kind)(bare, _NO_SESSION).capabilities
+
+
+_NO_SESSION = cast("aiohttp.ClientSession", None)  # providers only keep the session they get
+
+
+def retired_names(
+    settings: Settings, catalog: Catalog, routes: Mapping[str, Route]
+) -> dict[str, RetiredName]:
+    """Retired catalog models clients may still ask for by name (`dall-e-3`), each with the
+    route serving its successor: a route named after the successor, else the first route whose
+    first candidate runs it. None when the policy is to refuse, or no route serves it."""
+    names: dict[str, RetiredName] = {}
+    for entry in catalog.entries():
+        if entry.model in routes or entry.retirement(today()) is None:
+            continue
+        serving: str | None = None
+        if entry.successor is not None and settings.lifecycle.on_retired == "successor":
+            if entry.successor in routes:
+                serving = entry.successor
+            else:
+                serving = next(
+                    (
+                        alias
+                        for alias, route in routes.items()
+                        if route.candidates[0].deployment.model == entry.successor
+                    ),
+                    None,
+                )
+        names.setdefault(
+            entry.model, RetiredName(entry.model, entry.retired_on, entry.successor, serving)
         )
-        base_url = provider.base_url or registry.provider_class(provider.kind).default_base_url
-        deployments[name] = Deployment(
-            name=name,
-            provider_name=spec.provider,
-            kind=provider.kind,
-            model=spec.model,
-            base_url=base_url.rstrip("/"),
-            keys=keys,
-            limits=Limits(**spec.limits.model_dump()),
-            price=Price(**spec.price.model_dump()),
-            timeout_seconds=provider.timeout_seconds,
-            options={**provider.options, **spec.options},
-        )
-    return deployments
+    return names
 
 
 def route_policy(route: RouteSettings, candidates: Mapping[str, Candidate]) -> RoutePolicy:
@@ -103,25 +145,34 @@ class Gateway:
             raise ConfigError(problems)
         self.settings = settings
         self.session = session
-        deployments = build_deployments(settings)
+        catalog = catalog_for(settings)
+        deployments = build_deployments(settings, catalog, _base_url_of, _defaults_of)
         candidates = {
             name: Candidate(dep, registry.provider_class(dep.kind)(dep, session))
             for name, dep in deployments.items()
         }
-        self.routes = RouteTable(
-            {
-                alias: Route(
-                    alias,
-                    tuple(candidates[c] for c in route.candidates),
-                    route_policy(route, candidates),
-                )
-                for alias, route in settings.routes.items()
-            }
-        )
+        for name, retired in retirements(settings, catalog, deployments, _defaults_of).items():
+            successor = None
+            if retired.successor is not None:
+                dep = retired.successor
+                successor = Candidate(dep, registry.provider_class(dep.kind)(dep, session))
+                deployments[dep.name] = dep
+            candidates[name].retirement = Retirement(
+                retired.model, retired.on, retired.successor_model, successor
+            )
+        routes = {
+            alias: Route(
+                alias,
+                tuple(candidates[c] for c in route.candidates),
+                route_policy(route, candidates),
+            )
+            for alias, route in settings.routes.items()
+        }
+        self.routes = RouteTable(routes, retired_names(settings, catalog, routes))
         self.pacer = MemoryPacer()
-        for candidate in candidates.values():
-            for slot in candidate.slots:
-                self.pacer.register(slot, candidate.deployment.limits)
+        for dep in deployments.values():
+            for key in dep.keys or (None,):
+                self.pacer.register(slot_name(dep, key), dep.limits)
         self.health = HealthBoard(policy=BreakerPolicy(**settings.breaker.model_dump()))
         self.prober = Prober(
             [

@@ -27,12 +27,13 @@ class Retirement:
     """A model that stopped being served on `on` (or will); `successor` serves in its place."""
 
     model: str
-    on: datetime.date
+    on: datetime.date | None  # None: retired, date unknown
     successor: str | None
 
     def message(self) -> str:
+        when = f" on {self.on.isoformat()}" if self.on is not None else ""
         after = f" Its successor is `{self.successor}`." if self.successor else ""
-        return f"The model `{self.model}` was retired on {self.on.isoformat()}.{after}"
+        return f"The model `{self.model}` was retired{when}.{after}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +51,12 @@ class CatalogEntry:
 
     def retirement(self, today: datetime.date) -> Retirement | None:
         """The retirement in force on `today`, if any."""
-        if self.retired_on is not None and self.retired_on <= today:
+        if self.retired_on is not None:
+            if self.retired_on > today:
+                return None
             return Retirement(self.model, self.retired_on, self.successor)
         if self.lifecycle == "retired":
-            return Retirement(self.model, self.retired_on or today, self.successor)
+            return Retirement(self.model, None, self.successor)
         return None
 
 
@@ -113,9 +116,15 @@ class Catalog:
         if like_model not in self._raw.get(like_kind, {}):
             raise ConfigError([f"catalog.{kind}.{model}.like: no entry {settings.like!r}"])
         base = self._flatten(like_kind, like_model, (*seen, where))
-        # What an entry inherits: its base's facts, never its base's lifecycle or retirement.
+        # An entry inherits its base's facts, never its base's name, lifecycle or retirement.
         inherited = base.model_copy(
-            update={"lifecycle": None, "retired_on": None, "successor": None, "like": None}
+            update={
+                "lifecycle": None,
+                "retired_on": None,
+                "successor": None,
+                "like": None,
+                "description": None,
+            }
         )
         return _overlay(inherited, settings.model_copy(update={"like": None}))
 
@@ -124,7 +133,7 @@ def _overlay(base: ModelSettings, top: ModelSettings) -> ModelSettings:
     data = base.model_dump()
     for name, value in top.model_dump(exclude_unset=True).items():
         if name == "capabilities":
-            data[name] = {**data[name], **{k: v for k, v in value.items() if v is not None}}
+            data[name] = {**data[name], **value}  # only the fields written; `null` clears
         elif name == "price":
             data[name] = {**data[name], **value}
         else:

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from imagegate.catalog.schema import CapabilitySettings, ModelSettings
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -155,6 +157,8 @@ class DeploymentSettings(_Strict):
     price: PriceSettings = PriceSettings()
     options: dict[str, Any] = {}
     probe: ProbeSettings | None = None
+    # laid over the model catalog's capabilities for this deployment (or the provider's own)
+    capabilities: CapabilitySettings | None = None
 
 
 class BreakerSettings(_Strict):
@@ -190,6 +194,16 @@ class RouteSettings(_Strict):
     hedge: HedgeSettings | None = None
 
 
+class LifecycleSettings(_Strict):
+    """What happens to a request for a model the catalog says is retired.
+
+    `successor`: the catalog's successor serves it, with an `x-imagegate-warning` header.
+    `refuse`: a 404 `model_retired` error naming the successor; no upstream is called.
+    """
+
+    on_retired: Literal["successor", "refuse"] = "successor"
+
+
 class Settings(_Strict):
     server: ServerSettings = ServerSettings()
     auth: AuthSettings = AuthSettings()
@@ -199,6 +213,9 @@ class Settings(_Strict):
     providers: dict[str, ProviderSettings] = {}
     deployments: dict[str, DeploymentSettings] = {}
     routes: dict[str, RouteSettings] = {}
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    # provider kind → model → entry, laid over the shipped catalog (imagegate/catalog/data)
+    catalog: dict[str, dict[str, ModelSettings]] = {}
 
     @field_validator("routes", mode="before")
     @classmethod

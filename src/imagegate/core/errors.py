@@ -7,6 +7,7 @@
     │   ├── Unauthorized           401
     │   ├── PermissionDenied       403, the client key may not use this route
     │   ├── ModelNotFound          404, lists the models that exist
+    │   ├── ModelRetired           404, the catalog retired it; names the successor
     │   ├── DuplicateRequest       409, an Idempotency-Key already ran or is running
     │   ├── ClientRateLimited      429, the client key's own RPM/IPM limit; says when it resets
     │   ├── BudgetExceeded         429, the client key's day/month budget; says when it resets
@@ -115,6 +116,13 @@ class BudgetExceeded(ClientError):
 class ModelNotFound(ClientError):
     status = 404
     code = "model_not_found"
+
+
+class ModelRetired(ClientError):
+    """The model was retired upstream; the message names its successor."""
+
+    status = 404
+    code = "model_retired"
 
 
 class UnsupportedRequest(ClientError):

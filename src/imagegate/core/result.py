@@ -94,6 +94,7 @@ class ImageResult:
     usage: Usage = field(default_factory=Usage)
     attempts: list[Attempt] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the gateway fixed or noticed on the way
+    warnings: list[str] = field(default_factory=list)  # for the client to act on (retired model)
     parts: list[ImageResult] = field(default_factory=list)  # the provider results merged into this
 
     def total_usage(self) -> Usage:

@@ -8,6 +8,7 @@ generate  →  for each candidate that can serve the request and whose breaker a
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import Awaitable, Callable
 
@@ -15,6 +16,7 @@ from imagegate.core.errors import (
     AllCandidatesFailed,
     AttemptFailure,
     FailureKind,
+    ModelRetired,
     UnsupportedRequest,
     UpstreamError,
 )
@@ -27,6 +29,7 @@ from imagegate.router.hedge import race
 from imagegate.router.pacer import Pacer
 from imagegate.router.plan import Gap, find_gap
 from imagegate.router.table import Candidate, Route, RouteTable
+from imagegate.router.table import today as table_today
 
 MAX_ATTEMPTS = 8  # attempts per client request, across candidates: bounds the worst case
 # Kinds for which a route's declared sibling model is the better next try.
@@ -42,8 +45,10 @@ class Router:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        today: Callable[[], datetime.date] = table_today,
     ) -> None:
         self.table = table
+        self.today = today
         self.pacer = pacer
         self.health = health
         self.clock = clock
@@ -56,7 +61,9 @@ class Router:
         Raises ModelNotFound, UnsupportedRequest, or AllCandidatesFailed carrying every attempt.
         """
         route = self.table.route(request.model)
-        usable = _usable_candidates(route, request)
+        warnings = [route.warning] if route.warning else []
+        current = _current_candidates(route, self.today(), warnings)
+        usable = _usable_candidates(route.alias, current, request)
         context = AttemptContext(
             self.pacer, self.health, [], self.clock, self.sleep, self.key_failures
         )
@@ -69,13 +76,37 @@ class Router:
         if run.needed > 0:
             await run.discard()
             raise run.failure()
-        return run.merged()
+        result = run.merged()
+        result.warnings[:0] = warnings
+        return result
 
 
-def _usable_candidates(route: Route, request: ImageRequest) -> list[Candidate]:
+def _current_candidates(route: Route, today: datetime.date, warnings: list[str]) -> list[Candidate]:
+    """The route's candidates with retired models replaced by their successors (a warning
+    each), or left out when the policy refuses; ModelRetired when nothing is left."""
+    current: list[Candidate] = []
+    refused: list[str] = []
+    for candidate in route.candidates:
+        retirement = candidate.retirement
+        if retirement is None or not retirement.in_force(today):
+            current.append(candidate)
+        elif retirement.successor is not None:
+            warnings.append(f"{retirement.message()} Served by `{retirement.successor_model}`.")
+            if retirement.successor not in current:
+                current.append(retirement.successor)
+        else:
+            refused.append(retirement.message())
+    if not current:
+        raise ModelRetired(" ".join(refused), param="model")
+    return current
+
+
+def _usable_candidates(
+    alias: str, candidates: list[Candidate], request: ImageRequest
+) -> list[Candidate]:
     usable: list[Candidate] = []
     gaps: list[Gap] = []
-    for candidate in route.candidates:
+    for candidate in candidates:
         gap = find_gap(candidate.capabilities, request)
         if gap is None:
             usable.append(candidate)
@@ -83,7 +114,7 @@ def _usable_candidates(route: Route, request: ImageRequest) -> list[Candidate]:
             gaps.append(gap)
     if not usable:
         raise UnsupportedRequest(
-            f"No deployment of `{route.alias}` supports this `{gaps[0].param}`:"
+            f"No deployment of `{alias}` supports this `{gaps[0].param}`:"
             f" it offers {gaps[0].reason}.",
             param=gaps[0].param,
         )

@@ -139,6 +139,9 @@ async def coalesce(pieces: AsyncIterator[bytes], at_least: int = 64 * 1024) -> A
         yield b"".join(pending)
 
 
+WARNING_HEADER = "x-imagegate-warning"
+
+
 def served_headers(result: ImageResult) -> dict[str, str]:
     headers = {
         "x-imagegate-deployment": result.deployment,
@@ -148,6 +151,8 @@ def served_headers(result: ImageResult) -> dict[str, str]:
     }
     if result.notes:
         headers["x-imagegate-notes"] = "; ".join(result.notes)
+    if result.warnings:
+        headers[WARNING_HEADER] = "; ".join(result.warnings)
     return headers
 
 

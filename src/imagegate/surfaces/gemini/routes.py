@@ -95,8 +95,9 @@ async def call_model(http: web.Request) -> web.StreamResponse:
         return _failure(outcome, call, meta, key_presented=key_text is not None)
     result = outcome.result
     headers = {**flow.served_headers(result), flow.COST_HEADER: format_usd(outcome.cost)}
-    if translation.warnings:
-        headers[WARNING_HEADER] = "; ".join(translation.warnings)
+    warnings = [*translation.warnings, *result.warnings]
+    if warnings:
+        headers[WARNING_HEADER] = "; ".join(warnings)
     if call.streaming:
         pieces = answer.stream_answer(result, meta, sse=call.sse)
         content_type = SSE_TYPE if call.sse else JSON_TYPE
