@@ -128,6 +128,8 @@ def route_policy(route: RouteSettings, candidates: Mapping[str, Candidate]) -> R
     hedge = route.hedge
     return RoutePolicy(
         fall_over_on_safety=route.fall_over_on_safety,
+        on_mismatch=route.on_mismatch,
+        resize=route.resize,
         retries={FailureKind(kind): count for kind, count in route.retries.items()},
         variants={source: candidates[sibling] for source, sibling in route.variants.items()},
         hedge=None
@@ -239,25 +241,40 @@ class Gateway:
         return sorted(self.routes.routes)
 
     async def generate(self, request: ImageRequest) -> ImageResult:
-        """Route the request, then bring each image to the format the client asked for."""
+        """Route the request, then bring each image to the format (and, where the route says
+        `resize`, the pixel size) the client asked for, noting every change."""
         result = await self.router.generate(request)
-        wanted = request.output_format
-        if wanted is not None and any(image.format != wanted for image in result.images):
-            try:
-                result.images = [await self._convert(image, request) for image in result.images]
-            except BaseException:
-                await result.aclose()
-                raise
-            result.notes.append(f"transcoded to {wanted}")
+        resize = self.routes.route(request.model).policy.resize
+        notes: list[str] = []
+        try:
+            result.images = [
+                await self._finish(image, request, resize, notes) for image in result.images
+            ]
+        except BaseException:
+            await result.aclose()
+            raise
+        result.notes += list(dict.fromkeys(notes))  # once each, in order
         return result
 
-    async def _convert(self, image: GeneratedImage, request: ImageRequest) -> GeneratedImage:
-        wanted = request.output_format
-        if wanted is None or image.format == wanted:
+    async def _finish(
+        self, image: GeneratedImage, request: ImageRequest, resize: bool, notes: list[str]
+    ) -> GeneratedImage:
+        wanted = request.output_format or image.format
+        size = request.size
+        new_size: tuple[int, int] | None = None
+        if size is not None and image.size != size:
+            if resize:
+                new_size = (size.width, size.height)
+                notes.append(f"resized {image.size} to {size}")
+            else:
+                notes.append(f"asked for {size}, the model made {image.size}")
+        if wanted == image.format and new_size is None:
             return image
+        if wanted != image.format:
+            notes.append(f"transcoded to {wanted}")
         data = await decode(image.source)
         encoded, width, height = await asyncio.to_thread(
-            transcode, data, wanted, request.output_compression
+            transcode, data, wanted, request.output_compression, new_size
         )
         return dataclasses.replace(
             image, format=wanted, width=width, height=height, source=HeldB64.from_bytes(encoded)

@@ -192,6 +192,12 @@ class RouteSettings(_Strict):
         str, Annotated[int, Field(ge=0, le=5)]
     ] = {}  # failure kind → same-deployment retries
     hedge: HedgeSettings | None = None
+    # An image whose geometry is not what was asked (checked on every image, from its header):
+    # fall_over to the next candidate, fail the request with `mismatch`, or accept it with a note.
+    on_mismatch: Literal["fall_over", "fail", "accept"] = "fall_over"
+    # Resize an image of the right aspect but another pixel size to exactly the size asked for
+    # (Gemini frames 1536x1024 as 3:2 at 1264x848). Off: the image is served as made, noted.
+    resize: bool = False
 
 
 class LifecycleSettings(_Strict):

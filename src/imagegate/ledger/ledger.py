@@ -204,7 +204,8 @@ class Ledger:
             "state": SUCCEEDED,
             "cost_micros": cost,
             "outcome": "ok",
-            "diagnosis": None,
+            # what the gateway changed or noticed (transcodes, resizes, a retired model)
+            "diagnosis": "; ".join([*result.warnings, *result.notes])[:4000] or None,
             "deployment": result.deployment,
             "provider": result.provider,
             "model": result.model,

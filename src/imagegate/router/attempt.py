@@ -37,6 +37,9 @@ class AttemptContext:
     # What took each disabled key out (shared by the router across requests): while a key is
     # out, a request that finds no other key is told the same thing, not "rate limited".
     key_failures: dict[str, UpstreamError] = dataclasses.field(default_factory=dict)
+    # The route's answer to a wrong geometry: accept it with a note instead of failing it.
+    accept_mismatch: bool = False
+    resize: bool = False  # a right-aspect, wrong-size image passes: the gateway resizes it
 
 
 @dataclasses.dataclass(slots=True)
@@ -73,7 +76,7 @@ async def call_once(
     error: UpstreamError | None = None
     try:
         result = await candidate.provider.generate(request, key)
-        error = _check_result(candidate, request, result)
+        error = _check_result(candidate, request, result, context)
         if error is not None:
             await result.aclose()
             result = None
@@ -242,17 +245,23 @@ async def run_attempt(
 
 
 def _check_result(
-    candidate: Candidate, request: ImageRequest, result: ImageResult
+    candidate: Candidate, request: ImageRequest, result: ImageResult, context: AttemptContext
 ) -> UpstreamError | None:
+    """Every image checked from its header against what was asked (output/verify.py)."""
     if not result.images:
         return UpstreamError(FailureKind.EMPTY, "the upstream answered without an image")
     caps = candidate.capabilities
     exact = caps.sizes is not None or caps.arbitrary_sizes
     for image in result.images:
-        problem = geometry_mismatch(request, image, exact=exact)
-        if problem is not None:
-            return UpstreamError(
-                FailureKind.MISMATCH,
-                f"{candidate.name} returned an image of the wrong geometry: {problem}",
-            )
+        # With `resize`, only the aspect must hold: the gateway brings the size to the asked.
+        problem = geometry_mismatch(request, image, exact=exact and not context.resize)
+        if problem is None:
+            continue
+        if context.accept_mismatch:
+            result.notes.append(f"served despite a geometry mismatch: {problem}")
+            continue
+        return UpstreamError(
+            FailureKind.MISMATCH,
+            f"{candidate.name} returned an image of the wrong geometry: {problem}",
+        )
     return None

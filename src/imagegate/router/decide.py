@@ -53,7 +53,11 @@ ACTIONS: dict[FailureKind, Action] = {
 
 
 def decide(
-    kind: FailureKind, *, retries: int | None = None, fall_over_on_safety: bool = False
+    kind: FailureKind,
+    *,
+    retries: int | None = None,
+    fall_over_on_safety: bool = False,
+    fall_over_on_mismatch: bool = True,
 ) -> Action:
     """The action for `kind`, with a route's overrides applied (its retries, safety fall-over).
 
@@ -65,4 +69,6 @@ def decide(
         action = dataclasses.replace(action, retries=retries, retries_if_last=0)
     if kind is FailureKind.SAFETY and fall_over_on_safety:
         action = dataclasses.replace(action, fall_over=True)
+    if kind is FailureKind.MISMATCH and not fall_over_on_mismatch:
+        action = dataclasses.replace(action, fall_over=False, retries=0, retries_if_last=0)
     return action

@@ -65,7 +65,14 @@ class Router:
         current = _current_candidates(route, self.today(), warnings)
         usable = _usable_candidates(route.alias, current, request)
         context = AttemptContext(
-            self.pacer, self.health, [], self.clock, self.sleep, self.key_failures
+            self.pacer,
+            self.health,
+            [],
+            self.clock,
+            self.sleep,
+            self.key_failures,
+            accept_mismatch=route.policy.on_mismatch == "accept",
+            resize=route.policy.resize,
         )
         run = _Run(request, route, context)
         try:
@@ -226,6 +233,7 @@ class _Run:
                 error.kind,
                 retries=policy.retries.get(error.kind),
                 fall_over_on_safety=policy.fall_over_on_safety,
+                fall_over_on_mismatch=policy.on_mismatch != "fail",
             )
             if outcome.upstream_calls == 0:
                 return action.fall_over  # the pacer found no quota in time: waiting will not help

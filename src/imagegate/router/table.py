@@ -71,6 +71,8 @@ class RoutePolicy:
     retries: Mapping[FailureKind, int] = field(default_factory=dict)
     variants: Mapping[str, Candidate] = field(default_factory=dict)  # deployment → sibling
     hedge: HedgePolicy | None = None
+    on_mismatch: str = "fall_over"  # fall_over | fail | accept (config RouteSettings)
+    resize: bool = False
 
 
 @dataclass(frozen=True, slots=True)
