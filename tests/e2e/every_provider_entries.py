@@ -1,0 +1,38 @@
+"""One route per provider for test_every_provider.py: the fake, model and options of each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.fakes.gemini import FakeGemini
+from tests.fakes.openai import FakeOpenAI
+from tests.fakes.server import FakeUpstream
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    kind: str
+    model: str
+    make_fake: Callable[[], FakeUpstream]
+    base_path: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    provider_options: dict[str, Any] = field(default_factory=dict)
+    wide: str = "1536x1024"  # a wide size it makes, for the mismatch check
+    keyless: bool = False
+    prepare: Callable[[FakeUpstream], None] | None = None
+
+
+ENTRIES = [
+    Entry("openai", "openai", "gpt-image-1.5", FakeOpenAI, base_path="/v1"),
+    Entry(
+        "gemini",
+        "gemini",
+        "gemini-3.1-flash-image",
+        FakeGemini,
+        base_path="/v1beta",
+        wide="1344x768",
+    ),
+]
