@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fakes.bfl import FakeBfl
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import FakeUpstream
@@ -35,4 +36,5 @@ ENTRIES = [
         base_path="/v1beta",
         wide="1344x768",
     ),
+    Entry("bfl", "bfl", "flux-2-pro", FakeBfl, options={"poll_seconds": 0.05}),
 ]

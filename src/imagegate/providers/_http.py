@@ -115,7 +115,7 @@ async def post_for_image(
         raise transport_error(exc, provider) from exc
     try:
         if response.status >= 300:
-            raw = await response.content.read(MAX_PLAIN_BODY)
+            raw = await read_capped(response.content, MAX_PLAIN_BODY)
             raise classify(response.status, response.headers, raw)
         if marker is None:
             read: PlainBody | ImageHead = PlainBody(await response.read())
@@ -175,3 +175,17 @@ def unstructured_failure(status: int, body: bytes, provider: str, dialect: str) 
         status=status,
         provider_message=body[:500].decode("utf-8", "replace"),
     )
+
+
+async def read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body to its end, or its first `limit` bytes. `StreamReader.read(n)` alone returns
+    as soon as any chunk arrives, which cut large images short."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

@@ -21,7 +21,7 @@ from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.core.imageinfo import FORMAT_BY_MIME, NotAnImage, sniff
 from imagegate.core.payload import HeldB64
 from imagegate.core.result import GeneratedImage
-from imagegate.providers._http import timeout_for, transport_error
+from imagegate.providers._http import read_capped, timeout_for, transport_error
 
 Classify = Callable[[int, Mapping[str, str], bytes], UpstreamError]
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
@@ -49,7 +49,7 @@ async def call_json(
         async with session.request(
             method, url, data=data, headers=sent, timeout=timeout_for(deadline, ceiling)
         ) as response:
-            raw = await response.content.read(MAX_JSON_BYTES)
+            raw = await read_capped(response.content, MAX_JSON_BYTES)
             if response.status >= 300:
                 raise classify(response.status, response.headers, raw)
             answer_headers = dict(response.headers)
@@ -94,7 +94,7 @@ async def fetch_image(
                     f"{provider}'s result URL answered HTTP {response.status} instead of the image",
                     status=response.status,
                 )
-            data = await response.content.read(MAX_IMAGE_BYTES + 1)
+            data = await read_capped(response.content, MAX_IMAGE_BYTES + 1)
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise transport_error(exc, provider) from exc
     if len(data) > MAX_IMAGE_BYTES:

@@ -12,6 +12,7 @@ KINDS: dict[str, str] = {
     "simulator": "imagegate.providers.simulator:SimulatorProvider",
     "gemini": "imagegate.providers.gemini:GeminiProvider",
     "openai": "imagegate.providers.openai:OpenAIProvider",
+    "bfl": "imagegate.providers.bfl:BflProvider",
 }
 
 
