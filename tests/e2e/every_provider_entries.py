@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.fakes.bfl import FakeBfl
+from tests.fakes.fal import FakeFal
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import FakeUpstream
@@ -37,4 +38,11 @@ ENTRIES = [
         wide="1344x768",
     ),
     Entry("bfl", "bfl", "flux-2-pro", FakeBfl, options={"poll_seconds": 0.05}),
+    Entry(
+        "fal",
+        "fal",
+        "fal-ai/flux-2-pro",
+        FakeFal,
+        options={"poll_interval_seconds": 0.02, "poll_max_interval_seconds": 0.05},
+    ),
 ]

@@ -111,8 +111,10 @@ class Catalog:
         settings = self._raw[kind][model]
         if settings.like is None:
             return settings
-        like_kind, _, like_model = settings.like.rpartition("/")
-        like_kind = like_kind or kind
+        # `like` names a model of the same kind, or `<kind>/<model>` (model ids may hold "/")
+        like_kind, like_model = kind, settings.like
+        if like_model not in self._raw.get(kind, {}):
+            like_kind, _, like_model = settings.like.partition("/")
         if like_model not in self._raw.get(like_kind, {}):
             raise ConfigError([f"catalog.{kind}.{model}.like: no entry {settings.like!r}"])
         base = self._flatten(like_kind, like_model, (*seen, where))

@@ -13,6 +13,7 @@ KINDS: dict[str, str] = {
     "gemini": "imagegate.providers.gemini:GeminiProvider",
     "openai": "imagegate.providers.openai:OpenAIProvider",
     "bfl": "imagegate.providers.bfl:BflProvider",
+    "fal": "imagegate.providers.fal:FalProvider",
 }
 
 
