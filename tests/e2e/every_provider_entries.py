@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.fakes.aggregator import FakeAggregator
+from tests.fakes.azure_openai import FakeAzureOpenAI
 from tests.fakes.bfl import FakeBfl
 from tests.fakes.fal import FakeFal
 from tests.fakes.gemini import FakeGemini
@@ -44,5 +46,19 @@ ENTRIES = [
         "fal-ai/flux-2-pro",
         FakeFal,
         options={"poll_interval_seconds": 0.02, "poll_max_interval_seconds": 0.05},
+    ),
+    Entry(
+        "azure-openai",
+        "azure-openai",
+        "gpt-image-1.5",
+        lambda: FakeAzureOpenAI(deployments={"images-prod": "gpt-image-1.5"}),
+        options={"azure_deployment": "images-prod"},
+    ),
+    Entry(
+        "openai-compatible",
+        "openai-compatible",
+        "gpt-image-1.5",
+        FakeAggregator,
+        base_path="/v1",
     ),
 ]

@@ -10,7 +10,7 @@ shape as generations, so one parser serves both.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
@@ -76,20 +76,25 @@ def capabilities_for(model: str) -> Capabilities:
 
 def build_generation(request: ImageRequest, deployment: Deployment) -> tuple[str, bytes]:
     """(url, JSON body) of `POST /images/generations`."""
-    body = _scalars(request, deployment)
+    body = request_fields(request, deployment)
     return f"{deployment.base_url}/images/generations", orjson.dumps(body)
 
 
 def build_edit(
     request: ImageRequest, deployment: Deployment, boundary: str
 ) -> tuple[str, bytes, str]:
-    """(url, multipart body, content type) of `POST /images/edits` (reference §4).
+    """(url, multipart body, content type) of `POST /images/edits` (reference §4)."""
+    data, content_type = edit_form(request_fields(request, deployment), request, boundary)
+    return f"{deployment.base_url}/images/edits", data, content_type
+
+
+def edit_form(fields: Mapping[str, Any], request: ImageRequest, boundary: str) -> tuple[bytes, str]:
+    """(multipart body, content type) of an edit: `fields` as text parts, then the files.
 
     One image goes as `image`, several as repeated `image[]`, as the SDK sends them. The mask is
     OpenAI's own convention (alpha 0 = edit), so it is forwarded byte for byte.
     """
-    body = _scalars(request, deployment)
-    fields = [(name, _text(value)) for name, value in body.items()]
+    texts = [(name, _text(value)) for name, value in fields.items()]
     name = "image" if len(request.input_images) == 1 else "image[]"
     files = [
         FilePart(name, f"image-{index}.{_extension(image.mime_type)}", image.mime_type, image.data)
@@ -97,12 +102,15 @@ def build_edit(
     ]
     if request.mask is not None:
         files.append(FilePart("mask", "mask.png", "image/png", request.mask.data))
-    data, content_type = encode_multipart(fields, files, boundary)
-    return f"{deployment.base_url}/images/edits", data, content_type
+    return encode_multipart(texts, files, boundary)
 
 
-def _scalars(request: ImageRequest, deployment: Deployment) -> dict[str, Any]:
-    """The fields generations and edits share, plus the passthrough OpenAI-only fields."""
+def request_fields(request: ImageRequest, deployment: Deployment) -> dict[str, Any]:
+    """The fields generations and edits share, plus the passthrough OpenAI-only fields.
+
+    Public for the providers that speak OpenAI's wire under another URL (Azure OpenAI,
+    OpenAI-compatible relays): they adjust this dict, then encode it as OpenAI does.
+    """
     body: dict[str, Any] = {
         "model": deployment.model,
         "prompt": request.prompt,
@@ -201,42 +209,107 @@ class OpenAIProvider:
             deployment=self.deployment.name,
             model=self.deployment.model,
         )
-        read = await post_for_image(
+        read = await post_images(
             self._session,
             url,
             body,
             headers,
-            timeout=timeout_for(request.deadline, self.deployment.timeout_seconds),
+            result,
+            request=request,
+            ceiling=self.deployment.timeout_seconds,
             provider="OpenAI",
-            # One image is streamed through; several are read whole and held.
-            marker=IMAGE_MARKER if request.n == 1 else None,
             classify=classify_failure,
-            on_skeleton=lambda skeleton: _complete(skeleton, result),
         )
-        if isinstance(read, PlainBody):
-            return _whole_answer(read.body, result)
-        info = read.info
-        result.images.append(
-            GeneratedImage(info.format, info.width, info.height, read.source, info.has_alpha)
-        )
+        if isinstance(read, ImageResult):
+            return read
+        whole_answer(read.body, result, "OpenAI")
+        if not result.images:
+            raise no_image("OpenAI")
         return result
 
 
-def _whole_answer(body: bytes, result: ImageResult) -> ImageResult:
-    skeleton_bytes, slices = split_b64_fields(body, IMAGE_MARKER)
+# --- the shell shared by the providers that speak OpenAI's Images API -------------------------
+
+
+async def post_images(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    result: ImageResult,
+    *,
+    request: ImageRequest,
+    ceiling: float,
+    provider: str,
+    classify: Callable[[int, Mapping[str, str], bytes], UpstreamError],
+    marker: re.Pattern[bytes] = IMAGE_MARKER,
+) -> ImageResult | PlainBody:
+    """POST an Images API request. One image is streamed through: `result` comes back holding
+    it. Any other 2xx answer (several images, or none) comes back whole, for `whole_answer`."""
+    read = await post_for_image(
+        session,
+        url,
+        body,
+        headers,
+        timeout=timeout_for(request.deadline, ceiling),
+        provider=provider,
+        # One image is streamed through; several are read whole and held.
+        marker=marker if request.n == 1 else None,
+        classify=classify,
+        on_skeleton=lambda skeleton: _complete(skeleton, result),
+    )
+    if isinstance(read, PlainBody):
+        return read
+    info = read.info
+    result.images.append(
+        GeneratedImage(info.format, info.width, info.height, read.source, info.has_alpha)
+    )
+    return result
+
+
+def whole_answer(
+    body: bytes, result: ImageResult, provider: str, marker: re.Pattern[bytes] = IMAGE_MARKER
+) -> dict[str, Any]:
+    """Read a whole 200 answer into `result` (held images, revised prompt, usage) and return its
+    skeleton (the answer with the base64 emptied), for callers that look further (URLs)."""
+    skeleton_bytes, slices = split_b64_fields(body, marker)
     try:
         skeleton = orjson.loads(skeleton_bytes)
     except orjson.JSONDecodeError as exc:
         raise UpstreamError(
-            FailureKind.UNAVAILABLE, "OpenAI answered 200 with a body that is not JSON", status=200
+            FailureKind.UNAVAILABLE,
+            f"{provider} answered 200 with a body that is not JSON",
+            status=200,
         ) from exc
-    parse_skeleton(skeleton, result)
-    result.images = held_images(slices, "OpenAI")
-    if not result.images:
+    if not isinstance(skeleton, dict):
         raise UpstreamError(
-            FailureKind.EMPTY, "OpenAI answered 200 with no image in `data`", status=200
+            FailureKind.UNAVAILABLE,
+            f"{provider} answered 200 with JSON that is not an object",
+            status=200,
         )
-    return result
+    parse_skeleton(skeleton, result)
+    result.images = held_images(slices, provider)
+    return skeleton
+
+
+def no_image(provider: str) -> UpstreamError:
+    return UpstreamError(
+        FailureKind.EMPTY, f"{provider} answered 200 with no image in `data`", status=200
+    )
+
+
+def relabelled(error: UpstreamError, provider: str) -> UpstreamError:
+    """`error` (from OpenAI's classify_failure) with its diagnosis naming `provider` instead,
+    for upstreams that speak OpenAI's error format under another name (Azure, relays)."""
+    return UpstreamError(
+        error.kind,
+        error.diagnosis.replace("OpenAI", provider),
+        status=error.status,
+        provider_code=error.provider_code,
+        provider_message=error.provider_message,
+        retry_after=error.retry_after,
+        param=error.param,
+    )
 
 
 def _complete(skeleton: bytes, result: ImageResult) -> None:

@@ -14,6 +14,8 @@ KINDS: dict[str, str] = {
     "openai": "imagegate.providers.openai:OpenAIProvider",
     "bfl": "imagegate.providers.bfl:BflProvider",
     "fal": "imagegate.providers.fal:FalProvider",
+    "azure-openai": "imagegate.providers.azure_openai:AzureOpenAIProvider",
+    "openai-compatible": "imagegate.providers.openai_compatible:OpenAICompatibleProvider",
 }
 
 
