@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.conformance.cases.vertex import SERVICE_ACCOUNT_ENV, use_fake_token_endpoint
 from tests.fakes.aggregator import FakeAggregator
 from tests.fakes.azure_openai import FakeAzureOpenAI
 from tests.fakes.bfl import FakeBfl
@@ -13,6 +14,7 @@ from tests.fakes.fal import FakeFal
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.server import FakeUpstream
+from tests.fakes.vertex import FakeVertex
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Entry:
     provider_options: dict[str, Any] = field(default_factory=dict)
     wide: str = "1536x1024"  # a wide size it makes, for the mismatch check
     keyless: bool = False
+    makes_3_2: bool = True  # Imagen has no 3:2: the same request is refused naming `size`
     prepare: Callable[[FakeUpstream], None] | None = None
 
 
@@ -60,5 +63,30 @@ ENTRIES = [
         "gpt-image-1.5",
         FakeAggregator,
         base_path="/v1",
+    ),
+    Entry(
+        "vertex",
+        "vertex",
+        "gemini-3.1-flash-image",
+        FakeVertex,
+        provider_options={
+            "project": "e2e-project",
+            "location": "us-central1",
+            "service_account_env": SERVICE_ACCOUNT_ENV,
+        },
+        keyless=True,
+        prepare=use_fake_token_endpoint,
+        wide="1344x768",
+    ),
+    Entry(
+        "vertex-imagen",
+        "vertex",
+        "imagen-4.0-generate-001",
+        FakeVertex,
+        provider_options={"project": "e2e-project", "service_account_env": SERVICE_ACCOUNT_ENV},
+        keyless=True,
+        prepare=use_fake_token_endpoint,
+        wide="1408x792",
+        makes_3_2=False,
     ),
 ]

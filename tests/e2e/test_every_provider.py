@@ -59,7 +59,15 @@ async def served(
 async def test_1536x1024_n2_png_gives_two_images_of_that_aspect(
     served: tuple[Entry, FakeUpstream, str], openai_client: MakeClient
 ) -> None:
-    entry, _, base = served
+    entry, fake, base = served
+    if not entry.makes_3_2:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await openai_client(base).images.generate(
+                model="image", prompt="a lighthouse", size="1536x1024", n=2, output_format="png"
+            )
+        assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "size"
+        assert fake.served == 0
+        return
     raw = await openai_client(base).images.with_raw_response.generate(
         model="image", prompt="a lighthouse", size="1536x1024", n=2, output_format="png"
     )

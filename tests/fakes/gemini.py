@@ -4,6 +4,7 @@ Serves ``/v1beta`` and ``/v1`` (google-genai 3.x defaults to v1)::
 
     POST /{version}/models/{model}:generateContent
     POST /{version}/models/{model}:streamGenerateContent[?alt=sse]
+    POST /{version}/models/{imagen-model}:predict         (Imagen, legacy: tests/fakes/imagen.py)
     GET  /{version}/models[?pageSize=&pageToken=]
     GET  /{version}/models/{model}
 
@@ -27,6 +28,7 @@ from tests.fakes.gemini_failures import (
     FailureContext,
     failure,
 )
+from tests.fakes.imagen import developer_api_serves, serve_developer_predict
 from tests.fakes.images import ImageFormat, encoded_image_b64
 from tests.fakes.proxy_pages import ProxyAnswer
 from tests.fakes.server import (
@@ -106,6 +108,10 @@ class FakeGemini(FakeUpstream):
         body = decode_json_object(await request.read())
         record = self.begin(request, body)
         key = self._authenticate(request, array)
+        if method == "predict" and developer_api_serves(name):  # Imagen, legacy (reference §10)
+            return await serve_developer_predict(
+                self, request, record, name, body, key, self.retry_delay
+            )
         model = self._model(name, _version(request), array)
         if method not in ("generateContent", "streamGenerateContent"):
             raise self._rejection(wire.RpcError(404, "NOT_FOUND", "Method not found."), array)

@@ -4,7 +4,8 @@ Gemini has no `n`, no pixel size and no output format: the router fans n out as 
 a pixel size becomes the nearest aspectRatio plus an imageSize tier, and the gateway transcodes
 when another format was asked for. responseModalities always includes IMAGE, because Gemini
 answers 200 with text only when it does not. Input images are inlineData parts; Gemini has no
-mask, so the gateway applies one itself (gemini_mask.py).
+mask, so the gateway applies one itself (gemini_mask.py). Models named `imagen-*` go to Imagen's
+legacy `:predict` instead (imagen.py, reference §10).
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ import asyncio
 import base64
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 
 from imagegate.core.deployment import Capabilities, Deployment, UpstreamKey
-from imagegate.core.errors import FailureKind
+from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.core.geometry import nearest_ratio, tier_for
 from imagegate.core.request import ImageRequest, Quality
 from imagegate.core.result import GeneratedImage, ImageResult, Usage
+from imagegate.providers import imagen
 from imagegate.providers._http import post_for_image, timeout_for
 from imagegate.providers.b64_stream import ImageHead, held_images, split_b64_fields
 from imagegate.providers.gemini_failures import classify_failure, classify_no_image
@@ -44,6 +46,7 @@ DEFAULT_MODEL_TRAITS = (RATIOS_10, ("1K", "2K", "4K"))
 # The inline image's base64: `"data": "` inside inlineData (or inline_data).
 IMAGE_MARKER = re.compile(rb'"data"\s*:\s*"')
 MODALITIES = ["TEXT", "IMAGE"]
+Classify = Callable[[int, Mapping[str, str], bytes], UpstreamError]
 
 
 # Input images per request. 3 Pro and 3.1 Flash take up to 14 reference images (reference §2,
@@ -59,6 +62,8 @@ DEFAULT_MAX_INPUT_IMAGES = 3
 
 
 def capabilities_for(model: str) -> Capabilities:
+    if imagen.is_imagen(model):
+        return imagen.capabilities_for(model, vertex=False)
     ratios, tiers = MODELS.get(model, DEFAULT_MODEL_TRAITS)
     return Capabilities(
         max_n=1,
@@ -79,6 +84,15 @@ def build_request(request: ImageRequest, deployment: Deployment) -> tuple[str, b
     black/white image after them (gemini_mask.py). With a mask this decodes pixels: call it off
     the event loop then.
     """
+    url = f"{deployment.base_url}/models/{deployment.model}:generateContent"
+    return url, orjson.dumps(request_body(request, deployment))
+
+
+def request_body(
+    request: ImageRequest, deployment: Deployment, passthrough: tuple[str, ...] = ("gemini",)
+) -> dict[str, Any]:
+    """The generateContent body, with the request's passthrough fields of these provider kinds
+    merged over it in order (Vertex AI speaks the same proto and adds its own)."""
     caps = deployment.capabilities or capabilities_for(deployment.model)
     image_config: dict[str, str] = {}
     tier: str | None
@@ -107,9 +121,9 @@ def build_request(request: ImageRequest, deployment: Deployment) -> tuple[str, b
         "contents": [{"role": "user", "parts": parts}],
         "generationConfig": config,
     }
-    _merge(body, request.passthrough.get("gemini", {}))
-    url = f"{deployment.base_url}/models/{deployment.model}:generateContent"
-    return url, orjson.dumps(body)
+    for kind in passthrough:
+        _merge(body, request.passthrough.get(kind, {}))
+    return body
 
 
 def sent_modalities(request: ImageRequest) -> list[str]:
@@ -211,11 +225,32 @@ class GeminiProvider:
         self._session = session
 
     async def generate(self, request: ImageRequest, key: UpstreamKey | None) -> ImageResult:
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["x-goog-api-key"] = key.secret
+        if imagen.is_imagen(self.deployment.model):  # Imagen's legacy :predict (reference §10)
+            url = f"{self.deployment.base_url}/models/{self.deployment.model}:predict"
+            call = imagen.PredictCall(self.kind, "Gemini", classify_failure)
+            return await imagen.predict(
+                self._session, url, headers, request, self.deployment, self.capabilities, call
+            )
         if not request.input_images:
-            return await self._call(request, key, build_request(request, self.deployment))
-        # Base64 of megabytes of input images, and the mask's conversion: CPU work, off the loop.
-        built = await asyncio.to_thread(build_request, request, self.deployment)
-        result = await self._call(request, key, built)
+            built = build_request(request, self.deployment)
+        else:
+            # Base64 of megabytes of input images, and the mask's conversion: CPU work, off
+            # the loop.
+            built = await asyncio.to_thread(build_request, request, self.deployment)
+        url, body = built
+        result = await send_generate(
+            self._session,
+            url,
+            body,
+            headers,
+            request,
+            self._empty_result(),
+            timeout_seconds=self.deployment.timeout_seconds,
+            provider="Gemini",
+        )
         if request.mask is None:
             return result
         try:
@@ -225,52 +260,72 @@ class GeminiProvider:
             raise
         return result
 
-    async def _call(
-        self, request: ImageRequest, key: UpstreamKey | None, built: tuple[str, bytes]
-    ) -> ImageResult:
-        url, body = built
-        headers = {"Content-Type": "application/json"}
-        if key is not None:
-            headers["x-goog-api-key"] = key.secret
-        result = ImageResult(
+    def _empty_result(self) -> ImageResult:
+        return ImageResult(
             images=[],
             provider=self.kind,
             deployment=self.deployment.name,
             model=self.deployment.model,
         )
-        read = await post_for_image(
-            self._session,
-            url,
-            body,
-            headers,
-            timeout=timeout_for(request.deadline, self.deployment.timeout_seconds),
-            provider="Gemini",
-            marker=IMAGE_MARKER,
-            classify=classify_failure,
-            on_skeleton=lambda skeleton: _complete(skeleton, result),
-        )
-        if isinstance(read, ImageHead):
-            info = read.info
-            result.images.append(
-                GeneratedImage(info.format, info.width, info.height, read.source, info.has_alpha)
-            )
-            return result
-        return self._whole_answer(read.body, result, request)
 
-    def _whole_answer(self, body: bytes, result: ImageResult, request: ImageRequest) -> ImageResult:
-        skeleton_bytes, slices = split_b64_fields(body, IMAGE_MARKER)
-        try:
-            skeleton = orjson.loads(skeleton_bytes)
-        except orjson.JSONDecodeError as exc:
-            raise classify_failure(200, {}, body) from exc
-        parse_skeleton(skeleton, result)
-        result.images = held_images(slices, "Gemini")
-        if not result.images:
-            error = classify_no_image(skeleton, sent_modalities(request))
-            if error.kind is FailureKind.EMPTY and (fix := repair_for_empty(request)) is not None:
-                error.repair, error.repair_note = fix
-            raise error
+
+async def send_generate(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    request: ImageRequest,
+    result: ImageResult,
+    *,
+    timeout_seconds: float,
+    provider: str,
+    classify: Classify = classify_failure,
+) -> ImageResult:
+    """POST one generateContent call and fill `result` with its image, text and usage.
+
+    Shared with Vertex AI, whose answers are the same proto: only the URL, the headers and the
+    failure classifier differ.
+    """
+    read = await post_for_image(
+        session,
+        url,
+        body,
+        headers,
+        timeout=timeout_for(request.deadline, timeout_seconds),
+        provider=provider,
+        marker=IMAGE_MARKER,
+        classify=classify,
+        on_skeleton=lambda skeleton: _complete(skeleton, result),
+    )
+    if isinstance(read, ImageHead):
+        info = read.info
+        result.images.append(
+            GeneratedImage(info.format, info.width, info.height, read.source, info.has_alpha)
+        )
         return result
+    return _whole_answer(read.body, result, request, provider, classify)
+
+
+def _whole_answer(
+    body: bytes,
+    result: ImageResult,
+    request: ImageRequest,
+    provider: str,
+    classify: Classify,
+) -> ImageResult:
+    skeleton_bytes, slices = split_b64_fields(body, IMAGE_MARKER)
+    try:
+        skeleton = orjson.loads(skeleton_bytes)
+    except orjson.JSONDecodeError as exc:
+        raise classify(200, {}, body) from exc
+    parse_skeleton(skeleton, result)
+    result.images = held_images(slices, provider)
+    if not result.images:
+        error = classify_no_image(skeleton, sent_modalities(request))
+        if error.kind is FailureKind.EMPTY and (fix := repair_for_empty(request)) is not None:
+            error.repair, error.repair_note = fix
+        raise error
+    return result
 
 
 def _complete(skeleton: bytes, result: ImageResult) -> None:

@@ -16,6 +16,7 @@ KINDS: dict[str, str] = {
     "fal": "imagegate.providers.fal:FalProvider",
     "azure-openai": "imagegate.providers.azure_openai:AzureOpenAIProvider",
     "openai-compatible": "imagegate.providers.openai_compatible:OpenAICompatibleProvider",
+    "vertex": "imagegate.providers.vertex:VertexProvider",
 }
 
 
