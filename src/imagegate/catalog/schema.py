@@ -16,9 +16,10 @@ A shipped file (`catalog/data/<kind>.yaml`) holds one provider kind's models:
         retired_on: 2026-10-23
         successor: gpt-image-1.5
 
-`like: other-kind/model` starts from another kind's entry (a same-kind model id wins) (Vertex's Gemini models are the
-Developer API's plus output formats). Fields given replace the inherited ones; `capabilities`
-and `price` merge field by field.
+`like: other-kind/model` starts from another kind's entry (Vertex's Gemini models are the
+Developer API's plus output formats); a model id of the same kind wins, since fal and Replicate
+ids hold slashes. Fields given replace the inherited ones; `capabilities` and `price` merge
+field by field, and `null` clears an inherited field.
 """
 
 from __future__ import annotations
