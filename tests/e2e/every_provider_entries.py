@@ -13,6 +13,7 @@ from tests.fakes.bfl import FakeBfl
 from tests.fakes.fal import FakeFal
 from tests.fakes.gemini import FakeGemini
 from tests.fakes.openai import FakeOpenAI
+from tests.fakes.replicate import FakeReplicate
 from tests.fakes.server import FakeUpstream
 from tests.fakes.vertex import FakeVertex
 
@@ -88,5 +89,21 @@ ENTRIES = [
         prepare=use_fake_token_endpoint,
         wide="1408x792",
         makes_3_2=False,
+    ),
+    Entry(
+        "replicate",
+        "replicate",
+        "black-forest-labs/flux-2-pro",
+        FakeReplicate,
+        base_path="/v1",
+        options={"poll_interval": 0.01},
+    ),
+    Entry(
+        "replicate-num-outputs",
+        "replicate",
+        "black-forest-labs/flux-schnell",
+        FakeReplicate,
+        base_path="/v1",
+        options={"poll_interval": 0.01},
     ),
 ]

@@ -17,6 +17,7 @@ KINDS: dict[str, str] = {
     "azure-openai": "imagegate.providers.azure_openai:AzureOpenAIProvider",
     "openai-compatible": "imagegate.providers.openai_compatible:OpenAICompatibleProvider",
     "vertex": "imagegate.providers.vertex:VertexProvider",
+    "replicate": "imagegate.providers.replicate:ReplicateProvider",
 }
 
 
