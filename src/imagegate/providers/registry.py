@@ -12,12 +12,13 @@ KINDS: dict[str, str] = {
     "simulator": "imagegate.providers.simulator:SimulatorProvider",
     "gemini": "imagegate.providers.gemini:GeminiProvider",
     "openai": "imagegate.providers.openai:OpenAIProvider",
-    "bfl": "imagegate.providers.bfl:BflProvider",
-    "fal": "imagegate.providers.fal:FalProvider",
+    "local": "imagegate.providers.diffusers_local:LocalDiffusersProvider",
+    "vertex": "imagegate.providers.vertex:VertexProvider",
     "azure-openai": "imagegate.providers.azure_openai:AzureOpenAIProvider",
     "openai-compatible": "imagegate.providers.openai_compatible:OpenAICompatibleProvider",
-    "vertex": "imagegate.providers.vertex:VertexProvider",
+    "fal": "imagegate.providers.fal:FalProvider",
     "replicate": "imagegate.providers.replicate:ReplicateProvider",
+    "bfl": "imagegate.providers.bfl:BflProvider",
 }
 
 
