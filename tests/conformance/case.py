@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagegate.core.errors import FailureKind
+from imagegate.providers.base import Provider
 from tests.fakes.server import FakeUpstream
 
 
@@ -55,3 +56,5 @@ class ProviderCase:
     arbitrary_sizes: tuple[str, ...] = ("1536x1024", "1024x1536")
     # hook run after the fake starts: e.g. configure a fake to move through async states fast
     prepare: Callable[[FakeUpstream], None] | None = None
+    # for providers with no HTTP upstream (local pipelines): what the provider itself sent on
+    sent_by_provider: Callable[[Provider], list[Sent]] | None = None

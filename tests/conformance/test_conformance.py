@@ -69,7 +69,8 @@ class Running:
         return None if self.case.key is None else UpstreamKey("conformance:KEY", self.case.key)
 
     def last_sent(self) -> Sent:
-        sent = self.case.sent(self.fake)
+        by_provider = self.case.sent_by_provider
+        sent = self.case.sent(self.fake) if by_provider is None else by_provider(self.provider)
         assert sent, f"{self.case.id}: the fake received no image call"
         return sent[-1]
 

@@ -3,13 +3,11 @@
 There is no upstream to fake: the "upstream" is the pipeline folder, built once per test
 process (tests/fakes/tiny_pipeline.py) when the first case's fake is made. The fake the harness
 starts serves nothing; what reached the upstream is what the provider handed the pipeline
-(`provider.last_call`: its arguments, init image and mask), found through the provider serving
-this fake's base URL. The case is left out when the `local` extra is not installed.
+(`provider.last_call`: its arguments, init image and mask). The case is left out when the `local` extra is not installed.
 """
 
 from __future__ import annotations
 
-import gc
 import importlib.util
 import io
 from typing import ClassVar
@@ -17,6 +15,8 @@ from typing import ClassVar
 from aiohttp import web
 from PIL import Image
 
+from imagegate.providers.base import Provider
+from imagegate.providers.diffusers_local import LocalDiffusersProvider
 from tests.conformance.case import ProviderCase, Sent
 from tests.fakes.server import FakeUpstream
 from tests.fakes.tiny_pipeline import SHARED_FOLDER, shared_tiny_pipeline
@@ -37,18 +37,10 @@ def make_fake() -> NoUpstream:
     return NoUpstream()
 
 
-def sent_local(fake: FakeUpstream) -> list[Sent]:
-    """The last pipeline call of the provider serving `fake`, as the upstream call it stands for."""
-    from imagegate.providers.diffusers_local import LocalDiffusersProvider
-
-    providers = [
-        found
-        for found in gc.get_referrers(LocalDiffusersProvider)
-        if isinstance(found, LocalDiffusersProvider)
-        and found.deployment.base_url == fake.base_url.rstrip("/")
-    ]
-    assert len(providers) == 1, "one local provider serves this fake"
-    call = providers[0].last_call
+def sent_local(provider: Provider) -> list[Sent]:
+    """The provider's last pipeline call, as the upstream call it stands for."""
+    assert isinstance(provider, LocalDiffusersProvider)
+    call = provider.last_call
     if call is None:
         return []
     plan = call.plan
@@ -80,7 +72,8 @@ CASES = (
             kind="local",
             model="tiny-sd",
             make_fake=make_fake,
-            sent=sent_local,
+            sent=lambda fake: [],
+            sent_by_provider=sent_local,
             key=None,
             # Sizes stay small so the suite runs in seconds on a CPU: max_edge 256 declares
             # the 512 tier only (a 512-tier image shrunk to 256 px is still that tier).
