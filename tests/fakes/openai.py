@@ -10,6 +10,7 @@ Run alone: ``python -m tests.fakes.openai --port 9002 [--hold-seconds 3] [--keys
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 import time
@@ -76,6 +77,9 @@ class FakeOpenAI(FakeUpstream):
             keys=keys, hold_seconds=hold_seconds, record=record, pretty_json=pretty_json
         )
         self.retry_after = 1.0
+        # Streamed answers: wait this long before each event after the first, as a model
+        # refining its image would; 0 sends the whole stream at once.
+        self.stream_gap_seconds = 0.0
 
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/images/generations", self._generations)
@@ -142,7 +146,21 @@ class FakeOpenAI(FakeUpstream):
         body, content_type = self._image_body(scenario, parsed)
         if scenario == "truncated":
             return await send_truncated(request, body, content_type)
+        if parsed.stream and self.stream_gap_seconds > 0:
+            return await self._paced_stream(request, body)
         return web.Response(body=body, content_type=content_type)
+
+    async def _paced_stream(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_type = SSE_TYPE
+        await response.prepare(request)
+        events = [event for event in body.split(b"\n\n") if event]
+        for index, event in enumerate(events):
+            if index:
+                await asyncio.sleep(self.stream_gap_seconds)
+            await response.write(event + b"\n\n")
+        await response.write_eof()
+        return response
 
     def _image_body(self, scenario: str, parsed: wire.ImagesRequest) -> tuple[bytes, str]:
         # wrong_size serves 1024x1024 bytes while the JSON still names the size asked for.

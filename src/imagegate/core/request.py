@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from imagegate.core.geometry import Size, ratio_value
+from imagegate.core.result import GeneratedImage
+
+# Called with each partial image and its 0-based index, as an upstream streams them.
+PartialSink = Callable[[GeneratedImage, int], Awaitable[None]]
 
 
 class Quality(enum.StrEnum):
@@ -66,6 +70,10 @@ class ImageRequest:
     idempotency_key: str | None = None
     user: str | None = None
     passthrough: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Set by a surface streaming its answer with partial images (OpenAI `stream` with
+    # `partial_images`): providers whose upstream streams partials pass each one on at once;
+    # others make the final images only.
+    partials: PartialSink | None = field(default=None, compare=False)
 
     @property
     def wanted_aspect(self) -> float | None:

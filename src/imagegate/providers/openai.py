@@ -25,6 +25,7 @@ from imagegate.providers._http import post_for_image, timeout_for
 from imagegate.providers.b64_stream import PlainBody, held_images, split_b64_fields
 from imagegate.providers.multipart import FilePart, encode_multipart, new_boundary
 from imagegate.providers.openai_failures import classify_failure
+from imagegate.providers.openai_stream import stream_images, wants_partials
 
 STANDARD_SIZES = ("1024x1024", "1536x1024", "1024x1536")
 IMAGE_MARKER = re.compile(rb'"b64_json"\s*:\s*"')
@@ -130,6 +131,10 @@ def request_fields(request: ImageRequest, deployment: Deployment) -> dict[str, A
         body["user"] = request.user
     extra = request.passthrough.get("openai", {})
     body.update({name: extra[name] for name in PASSTHROUGH if name in extra})
+    if wants_partials(request):
+        body["stream"] = True  # partial images exist only on a streamed answer
+    else:
+        body.pop("partial_images", None)  # they would be made and thrown away
     return body
 
 
@@ -209,6 +214,20 @@ class OpenAIProvider:
             deployment=self.deployment.name,
             model=self.deployment.model,
         )
+        if request.partials is not None and wants_partials(request):
+            return await stream_images(
+                self._session,
+                url,
+                body,
+                headers,
+                result,
+                request=request,
+                sink=request.partials,
+                ceiling=self.deployment.timeout_seconds,
+                provider="OpenAI",
+                classify=classify_failure,
+                usage_of=usage_of,
+            )
         read = await post_images(
             self._session,
             url,

@@ -29,6 +29,7 @@ from imagegate.surfaces.flow import book_usage as _book_usage
 from imagegate.surfaces.flow import served_headers as _served_headers
 from imagegate.surfaces.openai import errors
 from imagegate.surfaces.openai.edits import checked_inputs, parse_edit, to_edit_request
+from imagegate.surfaces.openai.partials import PartialStream
 from imagegate.surfaces.openai.translate import (
     b64_answer,
     parse_generation,
@@ -61,11 +62,17 @@ async def generations(http: web.Request) -> web.StreamResponse:
             deadline=client_deadline(http, gateway.settings.server.request_timeout_seconds),
         )
         request = dataclasses.replace(request, idempotency_key=idempotency_key(http))
+        request, partials = _with_partials(http, request, wire.stream, "image_generation")
         booking = await gateway.admit(request, key)
     except ClientError as exc:
         return refusal(exc)
     return await _serve(
-        http, gateway, booking, url=wire.response_format == "url", stream=bool(wire.stream)
+        http,
+        gateway,
+        booking,
+        url=wire.response_format == "url",
+        stream=bool(wire.stream),
+        partials=partials,
     )
 
 
@@ -88,11 +95,26 @@ async def edits(http: web.Request) -> web.StreamResponse:
             deadline=client_deadline(http, server.request_timeout_seconds),
         )
         request = dataclasses.replace(request, idempotency_key=idempotency_key(http))
+        request, partials = _with_partials(http, request, wire.stream, "image_edit")
         booking = await gateway.admit(request, key)
     except ClientError as exc:
         return refusal(exc)
     url, stream = wire.response_format == "url", bool(wire.stream)
-    return await _serve(http, gateway, booking, url=url, stream=stream, family="image_edit")
+    return await _serve(
+        http, gateway, booking, url=url, stream=stream, family="image_edit", partials=partials
+    )
+
+
+def _with_partials(
+    http: web.Request, request: ImageRequest, stream: bool | None, family: str
+) -> tuple[ImageRequest, PartialStream | None]:
+    """The request with a sink for partial images when the client streams and asked for some."""
+    if not stream or not request.passthrough.get("openai", {}).get("partial_images"):
+        return request, None
+    partials = PartialStream(http, family)
+    request = dataclasses.replace(request, partials=partials.partial)
+    partials.request = request
+    return request, partials
 
 
 async def _serve(
@@ -103,10 +125,13 @@ async def _serve(
     url: bool,
     stream: bool,
     family: str = "image_generation",
+    partials: PartialStream | None = None,
 ) -> web.StreamResponse:
     """Generate an admitted request, book it, and answer as b64 JSON, URLs or SSE events."""
     request = booking.request
     booked = await _generate_and_book(gateway, booking)
+    if partials is not None and partials.started:
+        return await _after_partials(gateway, booking, booked, partials, family)
     if isinstance(booked, web.Response):
         return booked
     result, cost = booked
@@ -123,6 +148,29 @@ async def _serve(
     else:
         pieces, content_type = b64_answer(result, request), "application/json"
     return await flow.send_answer(http, gateway, booking, result, headers, pieces, content_type)
+
+
+async def _after_partials(
+    gateway: Gateway,
+    booking: Booking,
+    booked: tuple[ImageResult, int] | web.Response,
+    partials: PartialStream,
+    family: str,
+) -> web.StreamResponse:
+    """The rest of an answer whose partial images went out already: the completed images, or
+    an error event."""
+    if isinstance(booked, web.Response):
+        await partials.error(booked.body if isinstance(booked.body, bytes) else b"{}")
+        return await partials.end()
+    result, _ = booked
+    try:
+        sent = await partials.write(sse_answer(result, booking.request, family))
+    finally:
+        await result.aclose()
+    response = await partials.end()
+    if sent:
+        await _book_usage(gateway, booking, result)
+    return response
 
 
 async def _generate_and_book(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.geometry import Size, parse_size
 from imagegate.core.request import Background, ImageRequest, InputImage, Quality
-from imagegate.core.result import ImageResult
+from imagegate.core.result import GeneratedImage, ImageResult
 from imagegate.surfaces.openai.wire import EditRequest, GenerationRequest
 
 MIN_EDGE, MAX_EDGE, MAX_ASPECT = 16, 8192, 8.0
@@ -178,22 +178,35 @@ def url_answer(result: ImageResult, request: ImageRequest, urls: list[str]) -> b
 async def sse_answer(
     result: ImageResult, request: ImageRequest, family: str = "image_generation"
 ) -> AsyncIterator[bytes]:
-    """`stream: true`: one `<family>.completed` event per image (no partials yet).
+    """`stream: true`: one `<family>.completed` event per image (partials went out before, as
+    they came: surfaces/openai/partials.py).
 
     `family` is `image_generation` for generations and `image_edit` for edits (reference §7).
     """
-    event = f"{family}.completed".encode()
-    head = b"event: " + event + b'\ndata: {"type":"' + event + b'","b64_json":"'
     created = int(time.time())
     for image in result.images:
-        yield head
-        async for chunk in image.source.chunks():
-            yield chunk
-        meta = {
-            "created_at": created,
-            "size": f"{image.width}x{image.height}",
-            "quality": str(request.quality),
-            "background": "transparent" if image.has_alpha else "opaque",
-            "output_format": image.format,
-        }
-        yield b'",' + orjson.dumps(meta)[1:] + b"\n\n"
+        async for piece in image_event(image, request, f"{family}.completed", created):
+            yield piece
+
+
+async def image_event(
+    image: GeneratedImage,
+    request: ImageRequest,
+    event: str,
+    created: int,
+    extra: Mapping[str, Any] | None = None,
+) -> AsyncIterator[bytes]:
+    """One server-sent event carrying an image: its base64 passed through as it arrives."""
+    name = event.encode()
+    yield b"event: " + name + b'\ndata: {"type":"' + name + b'","b64_json":"'
+    async for chunk in image.source.chunks():
+        yield chunk
+    meta = {
+        **(extra or {}),
+        "created_at": created,
+        "size": f"{image.width}x{image.height}",
+        "quality": str(request.quality),
+        "background": "transparent" if image.has_alpha else "opaque",
+        "output_format": image.format,
+    }
+    yield b'",' + orjson.dumps(meta)[1:] + b"\n\n"
