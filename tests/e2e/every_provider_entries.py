@@ -49,7 +49,7 @@ ENTRIES = [
         "fal",
         "fal-ai/flux-2-pro",
         FakeFal,
-        options={"poll_interval_seconds": 0.02, "poll_max_interval_seconds": 0.05},
+        options={"poll_seconds": 0.02, "poll_max_seconds": 0.05},
     ),
     Entry(
         "azure-openai",
@@ -96,7 +96,7 @@ ENTRIES = [
         "black-forest-labs/flux-2-pro",
         FakeReplicate,
         base_path="/v1",
-        options={"poll_interval": 0.01},
+        options={"poll_seconds": 0.01},
     ),
     Entry(
         "replicate-num-outputs",
@@ -104,6 +104,6 @@ ENTRIES = [
         "black-forest-labs/flux-schnell",
         FakeReplicate,
         base_path="/v1",
-        options={"poll_interval": 0.01},
+        options={"poll_seconds": 0.01},
     ),
 ]

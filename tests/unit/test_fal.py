@@ -35,7 +35,7 @@ from tests.fakes.fal import FakeFal
 
 K = FailureKind
 KEY = UpstreamKey("fal:1", "key-id:key-secret")
-FAST = {"poll_interval_seconds": 0.005, "poll_max_interval_seconds": 0.02}
+FAST = {"poll_seconds": 0.005, "poll_max_seconds": 0.02}
 
 
 def deployment(model: str, base_url: str = "https://queue.fal.run", **options: Any) -> Deployment:

@@ -388,7 +388,7 @@ async def fake() -> AsyncIterator[FakeReplicate]:
 def provider_for(
     fake: FakeReplicate, session: Any, model: str = FLUX2, **options: Any
 ) -> ReplicateProvider:
-    options.setdefault("poll_interval", 0.01)
+    options.setdefault("poll_seconds", 0.01)
     return ReplicateProvider(deployment(model, fake.base_url + "/v1", **options), session)
 
 

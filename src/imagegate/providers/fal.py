@@ -441,8 +441,8 @@ class FalProvider:
         self._session = session
         options = deployment.options
         # Polls start fast (a small image can be ready in a second) and back off to this.
-        self._first_poll = float(options.get("poll_interval_seconds", 0.25))
-        self._max_poll = float(options.get("poll_max_interval_seconds", 2.0))
+        self._first_poll = float(options.get("poll_seconds", 0.25))
+        self._max_poll = float(options.get("poll_max_seconds", 2.0))
 
     async def generate(self, request: ImageRequest, key: UpstreamKey | None) -> ImageResult:
         white_mask = None

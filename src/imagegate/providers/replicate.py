@@ -15,8 +15,9 @@ family: replicate_inputs.py.
 
 Deployment options: `deployment` (above), `family` (the input family of a model not listed in
 replicate_inputs.MODELS: flux-2, kontext, flux-1, nano-banana, generic), `wait` (the longest
-`Prefer: wait` in seconds, default 60; 0 sends none) and `poll_interval` (the first wait
-between polls, default 1 s, growing by half each poll up to 5 s).
+`Prefer: wait` in seconds, default 60; 0 sends none), `poll_seconds` (the first wait between
+polls, default 1 s, growing by half each poll) and `poll_max_seconds` (its ceiling, 5 s), as on
+the bfl and fal providers.
 """
 
 from __future__ import annotations
@@ -209,7 +210,10 @@ class ReplicateProvider:
         self.capabilities = deployment.capabilities or self._family.capabilities
         self._session = session
         self._wait = int(options.get("wait", MAX_WAIT_SECONDS))
-        self._first_poll = float(options.get("poll_interval", 1.0))
+        self._first_poll = float(options.get("poll_seconds", 1.0))
+        self._poll_ceiling = max(
+            self._first_poll, float(options.get("poll_max_seconds", POLL_CEILING_SECONDS))
+        )
 
     async def generate(self, request: ImageRequest, key: UpstreamKey | None) -> ImageResult:
         # No deadline: the deployment's timeout bounds the whole prediction, polls included.
@@ -257,7 +261,7 @@ class ReplicateProvider:
                 await wait_before_poll(
                     polls,
                     first=self._first_poll,
-                    ceiling=POLL_CEILING_SECONDS,
+                    ceiling=self._poll_ceiling,
                     deadline=deadline,
                     provider=PROVIDER,
                 )

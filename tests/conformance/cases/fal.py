@@ -37,7 +37,7 @@ SCENARIOS: dict[str, FailureKind | None] = {
     "disconnect": FailureKind.UNAVAILABLE,
 }
 # Fast polls: the suite makes dozens of jobs.
-OPTIONS = {"poll_interval_seconds": 0.002, "poll_max_interval_seconds": 0.01}
+OPTIONS = {"poll_seconds": 0.002, "poll_max_seconds": 0.01}
 
 
 def sent_fal(fake: FakeUpstream) -> list[Sent]:

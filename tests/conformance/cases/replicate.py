@@ -2,7 +2,7 @@
 
 FLUX.2 [pro] (any WxH, up to 8 input images), Kontext [pro] (one input image, 13 ratios), FLUX.1
 [schnell] (num_outputs up to 4) and nano-banana-pro (image_input, 1K–4K). Polls are made fast
-(`poll_interval`) so the slow-job scenarios (starting → processing → succeeded) stay quick.
+(`poll_seconds`) so the slow-job scenarios (starting → processing → succeeded) stay quick.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ CASES = [
         make_fake=FakeReplicate,
         sent=sent_replicate,
         base_path="/v1",
-        options={"poll_interval": 0.01},
+        options={"poll_seconds": 0.01},
         scenarios=SCENARIOS,
     )
     for model in (
