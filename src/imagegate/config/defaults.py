@@ -42,6 +42,21 @@ providers:
   # openai:
   #   kind: openai
   #   keys: [OPENAI_API_KEY]
+  # vertex:                            # pip install 'imagegate[vertex]'
+  #   kind: vertex
+  #   options: {project: my-project, location: global, service_account_file: /secrets/sa.json}
+  # azure:
+  #   kind: azure-openai
+  #   base_url: https://my-resource.openai.azure.com
+  #   keys: [AZURE_OPENAI_API_KEY]
+  # relay:                             # any service speaking OpenAI's Images API
+  #   kind: openai-compatible
+  #   base_url: https://relay.example.com/v1
+  #   keys: [RELAY_API_KEY]
+  # bfl:  {kind: bfl, keys: [BFL_API_KEY]}
+  # fal:  {kind: fal, keys: [FAL_KEY]}
+  # replicate: {kind: replicate, keys: [REPLICATE_API_TOKEN]}
+  # gpu:  {kind: local}                # pip install 'imagegate[local]'
 
 deployments:
   sim-default:
@@ -58,10 +73,28 @@ deployments:
   #   price: {per_image: 0.039}         # what the ledger books per image (see README)
   # gpt-image:
   #   provider: openai
-  #   model: gpt-image-1.5
+  #   model: gpt-image-1.5            # capabilities and list price come from the model catalog
+  # flux:
+  #   provider: bfl
+  #   model: flux-2-pro
+  # sdxl:
+  #   provider: gpu
+  #   model: /models/my-saved-pipeline   # a diffusers pipeline folder
+  #   options: {device: cuda, steps: 25}
 
 routes:
   sim-image: [sim-default]
   sim-flaky: [sim-flaky, sim-default]  # half of sim-flaky's calls fail; sim-default catches them
   # image: [gemini-flash, gpt-image]
+  # flux:
+  #   candidates: [flux]
+  #   on_mismatch: fall_over           # a wrong image size: fall_over | fail | accept
+  #   resize: false                    # true: resize right-aspect images to the exact size
+
+# lifecycle:
+#   on_retired: successor              # a retired model: its successor serves (with a warning),
+#                                      # or `refuse` (404 model_retired naming the successor)
+# catalog:                             # extend or override the shipped model catalog
+#   openai-compatible:
+#     my-relay-model: {like: openai/gpt-image-1.5, capabilities: {max_n: 1}}
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import cast
 
+from imagegate.core.errors import ConfigError
 from imagegate.providers.base import Provider
 
 KINDS: dict[str, str] = {
@@ -22,7 +23,22 @@ KINDS: dict[str, str] = {
 }
 
 
+# Kinds whose libraries come with an optional extra: `pip install 'imagegate[<extra>]'`.
+EXTRAS: dict[str, str] = {"vertex": "vertex"}
+
+
 def provider_class(kind: str) -> type[Provider]:
+    """The provider class of `kind`; a ConfigError naming the extra when its library is missing."""
     module_name, _, attr = KINDS[kind].partition(":")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if kind not in EXTRAS:
+            raise
+        raise ConfigError(
+            [
+                f"providers of kind {kind!r} need the optional extra: pip install"
+                f" 'imagegate[{EXTRAS[kind]}]' ({exc.name or exc} is not installed)"
+            ]
+        ) from exc
     return cast("type[Provider]", getattr(module, attr))
