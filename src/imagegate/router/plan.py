@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from imagegate.core.deployment import Capabilities
-from imagegate.core.geometry import ratio_value
+from imagegate.core.geometry import TIER_EDGE, Size, ratio_value, tier_for
 from imagegate.core.request import Background, ImageRequest, Quality
 
 # How far a requested aspect may be from a deployment's nearest supported ratio (log distance).
@@ -26,18 +26,8 @@ def find_gap(caps: Capabilities, request: ImageRequest) -> Gap | None:
 
     Output format is not a gap: the gateway transcodes. n is not a gap: the router fans out.
     """
-    if request.size is not None:
-        size_text = str(request.size)
-        if caps.sizes is not None and not caps.arbitrary_sizes and size_text not in caps.sizes:
-            return Gap("size", f"sizes {', '.join(caps.sizes)}")
-        if caps.arbitrary_sizes and (gap := _arbitrary_size_gap(caps, request)) is not None:
-            return gap
-        if caps.sizes is None and not caps.arbitrary_sizes and caps.aspect_ratios:
-            aspect = request.size.aspect
-            if not any(
-                abs(math.log(ratio_value(r) / aspect)) <= ASPECT_SLACK for r in caps.aspect_ratios
-            ):
-                return Gap("size", f"aspect ratios {', '.join(caps.aspect_ratios)}")
+    if request.size is not None and (gap := _size_gap(caps, request.size)) is not None:
+        return gap
     ratios, resolutions = caps.aspect_ratios, caps.resolutions
     if (
         request.aspect_ratio is not None
@@ -61,9 +51,36 @@ def find_gap(caps: Capabilities, request: ImageRequest) -> Gap | None:
     return None
 
 
-def _arbitrary_size_gap(caps: Capabilities, request: ImageRequest) -> Gap | None:
-    size = request.size
-    assert size is not None
+def _size_gap(caps: Capabilities, size: Size) -> Gap | None:
+    size_text = str(size)
+    if caps.sizes is not None and not caps.arbitrary_sizes and size_text not in caps.sizes:
+        return Gap("size", f"sizes {', '.join(caps.sizes)}")
+    if caps.arbitrary_sizes and (gap := _arbitrary_size_gap(caps, size)) is not None:
+        return gap
+    if caps.sizes is None and not caps.arbitrary_sizes and caps.aspect_ratios:
+        aspect = size.aspect
+        if not any(
+            abs(math.log(ratio_value(r) / aspect)) <= ASPECT_SLACK for r in caps.aspect_ratios
+        ):
+            return Gap("size", f"aspect ratios {', '.join(caps.aspect_ratios)}")
+        if (gap := _tier_gap(caps, size)) is not None:
+            return gap
+    return None
+
+
+def _tier_gap(caps: Capabilities, size: Size) -> Gap | None:
+    """A size beyond the largest tier of a model that frames by ratio and tier: 3840x2160
+    asks for 4K, which a 1K-only model would serve at a quarter of the pixels."""
+    if not caps.resolutions:
+        return None
+    largest = max(caps.resolutions, key=TIER_EDGE.__getitem__)
+    wanted = tier_for(size, tuple(TIER_EDGE))
+    if TIER_EDGE[wanted] > TIER_EDGE[largest]:
+        return Gap("size", f"images up to its {largest} tier ({', '.join(caps.resolutions)})")
+    return None
+
+
+def _arbitrary_size_gap(caps: Capabilities, size: Size) -> Gap | None:
     if size.width % caps.size_multiple or size.height % caps.size_multiple:
         return Gap("size", f"sizes whose sides are multiples of {caps.size_multiple}")
     if caps.max_aspect is not None and max(size.aspect, 1 / size.aspect) > caps.max_aspect + 1e-9:

@@ -111,21 +111,28 @@ def _current_candidates(route: Route, today: datetime.date, warnings: list[str])
 def _usable_candidates(
     alias: str, candidates: list[Candidate], request: ImageRequest
 ) -> list[Candidate]:
+    """The candidates whose capabilities cover the request; UnsupportedRequest naming the field
+    (and what each candidate offers instead) when none do."""
     usable: list[Candidate] = []
-    gaps: list[Gap] = []
+    gaps: list[tuple[str, Gap]] = []
     for candidate in candidates:
         gap = find_gap(candidate.capabilities, request)
         if gap is None:
             usable.append(candidate)
         else:
-            gaps.append(gap)
-    if not usable:
-        raise UnsupportedRequest(
-            f"No deployment of `{alias}` supports this `{gaps[0].param}`:"
-            f" it offers {gaps[0].reason}.",
-            param=gaps[0].param,
-        )
-    return usable
+            gaps.append((candidate.name, gap))
+    if usable:
+        return usable
+    param = gaps[0][1].param
+    if all(gap.param == param for _, gap in gaps):
+        offers = "; ".join(f"{name} offers {gap.reason}" for name, gap in gaps)
+        if len(gaps) == 1:
+            offers = f"it offers {gaps[0][1].reason}"
+        message = f"No deployment of `{alias}` supports this `{param}`: {offers}."
+    else:
+        offers = "; ".join(f"{name} not its `{gap.param}` ({gap.reason})" for name, gap in gaps)
+        message = f"No deployment of `{alias}` can serve this request: {offers}."
+    raise UnsupportedRequest(message, param=param)
 
 
 class _Run:
