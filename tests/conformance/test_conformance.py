@@ -167,7 +167,9 @@ async def test_every_declared_size_comes_back_at_that_size(running: Running) -> 
             continue
         result = await running.generate(size=size)
         for image in result.images:
-            problem = geometry_mismatch(request, image, exact=exact)
+            problem = geometry_mismatch(
+                request, image, exact=exact, tolerance=caps.aspect_tolerance
+            )
             assert problem is None, f"{running.case.id} size {text}: {problem}"
 
 
@@ -175,7 +177,9 @@ async def test_every_declared_aspect_ratio_comes_back_at_that_aspect(running: Ru
     for ratio in running.caps.aspect_ratios or ():
         request = running.request(aspect_ratio=ratio)
         result = await running.generate(aspect_ratio=ratio)
-        problem = geometry_mismatch(request, result.images[0], exact=False)
+        problem = geometry_mismatch(
+            request, result.images[0], exact=False, tolerance=running.caps.aspect_tolerance
+        )
         assert problem is None, f"{running.case.id} aspect {ratio}: {problem}"
 
 

@@ -22,15 +22,15 @@ from tests.fakes.images import ImageFormat
 from tests.fakes.server import image_slot
 
 RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
-# Pixels at 1K, at the exact ratios (our choice, so the gateway's 3 % aspect check holds). Vertex's
-# docs give 896x1280, 1280x896, 768x1408 and 1408x768 for the four non-square ratios (from
-# memory, unverified), up to 7 % off their nominal aspect. 2K doubles both sides.
+# Pixels at 1K, from Vertex's Imagen docs (from memory, unverified): the four non-square sizes
+# are up to 7 % off their nominal aspect, which the gateway's Imagen capabilities allow for.
+# 2K doubles both sides.
 PIXELS_1K: Mapping[str, tuple[int, int]] = {
     "1:1": (1024, 1024),
-    "3:4": (864, 1152),
-    "4:3": (1152, 864),
-    "9:16": (720, 1280),
-    "16:9": (1280, 720),
+    "3:4": (896, 1280),
+    "4:3": (1280, 896),
+    "9:16": (768, 1408),
+    "16:9": (1408, 768),
 }
 MAX_SAMPLES = 4  # reference: 1-4 (unverified max)
 MIME_FORMATS: Mapping[str, ImageFormat] = {"image/png": "png", "image/jpeg": "jpeg"}

@@ -298,7 +298,7 @@ async def test_predict_makes_sample_count_images_at_the_ratio_and_tier(
     assert len(predictions) == 3
     for entry in predictions:
         assert entry["mimeType"] == "image/jpeg"
-        assert image_info(entry["bytesBase64Encoded"]) == ("JPEG", 1440, 2560)
+        assert image_info(entry["bytesBase64Encoded"]) == ("JPEG", 1536, 2816)
         assert entry["prompt"].endswith("a fox")  # the enhanced prompt
 
 
@@ -420,7 +420,7 @@ async def test_gemini_fake_serves_imagen_predict_without_vertex_only_fields(
         async with http.post(url, json=body, headers=headers) as response:
             doc = await response.json()
         assert [image_info(p["bytesBase64Encoded"]) for p in doc["predictions"]] == [
-            ("PNG", 1152, 864)
+            ("PNG", 1280, 896)
         ] * 2
         body = predict_body(seed=1)
         async with http.post(url, json=body, headers=headers) as response:

@@ -399,7 +399,7 @@ async def test_imagen_returns_the_images_left_after_filtering(
     fake.script("partly_filtered")
     result = await vertex.generate(request(IMAGEN, n=3, aspect_ratio="16:9"), None)
     try:
-        assert [(i.width, i.height) for i in result.images] == [(1280, 720)]
+        assert [(i.width, i.height) for i in result.images] == [(1408, 768)]
         assert "withheld 2 image(s)" in result.notes[0]
     finally:
         await result.aclose()

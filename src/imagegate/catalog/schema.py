@@ -55,6 +55,7 @@ class CapabilitySettings(_Strict):
     max_edge: Annotated[int, Field(ge=64)] | None = None
     max_pixels: Annotated[int, Field(ge=4096)] | None = None
     max_short_edge: Annotated[int, Field(ge=64)] | None = None
+    aspect_tolerance: Annotated[float, Field(ge=0, le=0.5)] | None = None
 
 
 class ModelSettings(_Strict):

@@ -61,6 +61,8 @@ class Capabilities:
     max_edge: int | None = None
     max_pixels: int | None = None  # width × height at most
     max_short_edge: int | None = None  # the shorter side at most
+    # how far an image's aspect may be from the one asked before it is a `mismatch`
+    aspect_tolerance: float = 0.03
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,10 @@ def is_edit_model(model: str) -> bool:
     return model.startswith(EDIT_PREFIX)
 
 
+# Imagen's sizes only approach their ratios: 896x1280 for 3:4 is 6.7 % narrow (Vertex's docs).
+IMAGEN_ASPECT_TOLERANCE = 0.08
+
+
 def capabilities_for(model: str, *, vertex: bool) -> Capabilities:
     """Defaults for an Imagen model; the catalog's entry wins when there is one."""
     edit = is_edit_model(model)
@@ -88,6 +92,7 @@ def capabilities_for(model: str, *, vertex: bool) -> Capabilities:
         max_input_images=1 if edit else 0,
         mask=edit,
         seed=vertex,  # the Developer API refuses `seed` (reference §10)
+        aspect_tolerance=IMAGEN_ASPECT_TOLERANCE,
     )
 
 

@@ -254,7 +254,9 @@ def _check_result(
     exact = caps.sizes is not None or caps.arbitrary_sizes
     for image in result.images:
         # With `resize`, only the aspect must hold: the gateway brings the size to the asked.
-        problem = geometry_mismatch(request, image, exact=exact and not context.resize)
+        problem = geometry_mismatch(
+            request, image, exact=exact and not context.resize, tolerance=caps.aspect_tolerance
+        )
         if problem is None:
             continue
         if context.accept_mismatch:
