@@ -137,3 +137,17 @@ async def test_without_resize_a_framed_size_is_served_as_made_and_noted(
     image = decode_image(raw.parse().data[0].b64_json or "")
     assert image.size != (1536, 1024) and abs(image.width / image.height - 1.5) < 0.03
     assert "asked for 1536x1024, the model made" in raw.headers["x-imagegate-notes"]
+
+
+async def test_a_quality_gemini_cannot_honour_is_served_and_noted(
+    start_gateway: StartGateway,
+    openai_client: MakeClient,
+    fakes: tuple[FakeOpenAI, FakeGemini],
+) -> None:
+    oa, gm = fakes
+    client = openai_client(await start_gateway(config(oa, gm)))
+    raw = await client.images.with_raw_response.generate(
+        model="flash", prompt="a harbour", quality="low"
+    )
+    assert raw.parse().data
+    assert "quality low has no equivalent" in raw.headers["x-imagegate-notes"]

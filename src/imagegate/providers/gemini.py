@@ -30,6 +30,7 @@ from imagegate.providers._http import post_for_image, timeout_for
 from imagegate.providers.b64_stream import ImageHead, held_images, split_b64_fields
 from imagegate.providers.gemini_failures import classify_failure, classify_no_image
 from imagegate.providers.gemini_mask import keep_unmasked, mask_parts, masked_geometry
+from imagegate.providers.quality import unmatched_quality_note
 
 RATIOS_10 = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 RATIOS_14 = (*RATIOS_10, "1:4", "4:1", "1:8", "8:1")
@@ -286,6 +287,8 @@ async def send_generate(
     Shared with Vertex AI, whose answers are the same proto: only the URL, the headers and the
     failure classifier differ.
     """
+    if (note := unmatched_quality_note(request)) is not None:
+        result.notes.append(note)
     read = await post_for_image(
         session,
         url,

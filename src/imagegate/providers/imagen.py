@@ -33,6 +33,7 @@ from imagegate.core.result import GeneratedImage, ImageResult
 from imagegate.output.mask import to_white_is_edit
 from imagegate.providers._http import post_for_image, timeout_for
 from imagegate.providers.b64_stream import ImageHead, held_images, split_b64_fields
+from imagegate.providers.quality import unmatched_quality_note
 
 Classify = Callable[[int, Mapping[str, str], bytes], UpstreamError]
 
@@ -302,6 +303,8 @@ async def predict(
     result = ImageResult(
         images=[], provider=call.kind, deployment=deployment.name, model=deployment.model
     )
+    if (note := unmatched_quality_note(request)) is not None:
+        result.notes.append(note)
     read = await post_for_image(
         session,
         url,
