@@ -7,6 +7,7 @@ import email.utils
 import re
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -160,6 +161,34 @@ def status_failure(status: int, provider: str, detail: str) -> UpstreamError | N
             status=status,
         )
     return None
+
+
+def by_status(
+    status: int,
+    provider: str,
+    message: str,
+    code: str | None,
+    /,
+    *,
+    detail: str | None = None,
+    **common: Any,
+) -> UpstreamError:
+    """A classifier's last word, once the provider's own cases are ruled out: the status alone
+    decides (timeouts, server errors), else the provider refused the request (`bad_request`).
+
+    `detail` goes in the diagnosis (default: the start of `message`); `common` are the
+    UpstreamError fields the classifier set for every outcome (status, provider code...).
+    """
+    if detail is None:
+        detail = f": {message[:80]}" if message else ""
+    found = status_failure(status, provider, detail)
+    if found is not None:
+        found.provider_code, found.provider_message = code, message
+        return found
+    common.setdefault("status", status)
+    return UpstreamError(
+        FailureKind.BAD_REQUEST, f"{provider} answered HTTP {status}: {message[:300]}", **common
+    )
 
 
 def unstructured_failure(status: int, body: bytes, provider: str, dialect: str) -> UpstreamError:

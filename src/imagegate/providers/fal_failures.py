@@ -21,7 +21,11 @@ from typing import Any
 import orjson
 
 from imagegate.core.errors import FailureKind, UpstreamError
-from imagegate.providers._http import retry_after_seconds, status_failure, unstructured_failure
+from imagegate.providers._http import (
+    by_status,
+    retry_after_seconds,
+    unstructured_failure,
+)
 
 K = FailureKind
 PROVIDER = "fal"
@@ -89,11 +93,7 @@ def classify_failure(status: int, headers: Mapping[str, str], body: bytes) -> Up
             param=param,
             **common,
         )
-    found = status_failure(status, PROVIDER, f": {message[:80]}" if message else "")
-    if found is not None:
-        found.provider_code, found.provider_message = common["provider_code"], message
-        return found
-    return UpstreamError(K.BAD_REQUEST, f"fal answered HTTP {status}: {message[:240]}", **common)
+    return by_status(status, PROVIDER, message, common["provider_code"], **common)
 
 
 def classify_completed(status_doc: Mapping[str, Any]) -> UpstreamError | None:

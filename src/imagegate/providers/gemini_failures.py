@@ -17,8 +17,8 @@ import orjson
 
 from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.providers._http import (
+    by_status,
     retry_after_seconds,
-    status_failure,
     unstructured_failure,
 )
 
@@ -113,11 +113,8 @@ def _classify_status(
             " back off, or prefer a stable model over a preview one",
             **common,
         )
-    found = status_failure(status, "Gemini", f": {rpc_status or message[:80]}")
-    if found is not None:
-        found.provider_code, found.provider_message = common["provider_code"], message
-        return found
-    return UpstreamError(K.BAD_REQUEST, f"Gemini answered HTTP {status}: {message}", **common)
+    detail = f": {rpc_status or message[:80]}"
+    return by_status(status, "Gemini", message, common["provider_code"], detail=detail, **common)
 
 
 def _classify_quota(

@@ -14,8 +14,8 @@ import orjson
 
 from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.providers._http import (
+    by_status,
     retry_after_seconds,
-    status_failure,
     unstructured_failure,
 )
 
@@ -87,11 +87,7 @@ def classify_failure(status: int, headers: Mapping[str, str], body: bytes) -> Up
         )
     if status == 503 and ("overloaded" in message.lower() or "high demand" in message.lower()):
         return UpstreamError(K.CAPACITY, "OpenAI is overloaded for this model; back off", **common)
-    found = status_failure(status, "OpenAI", f": {message[:80]}" if message else "")
-    if found is not None:
-        found.provider_code, found.provider_message = code, message
-        return found
-    return UpstreamError(K.BAD_REQUEST, f"OpenAI answered HTTP {status}: {message}", **common)
+    return by_status(status, "OpenAI", message, code, **common)
 
 
 def _error_object(body: bytes) -> Mapping[str, Any] | None:

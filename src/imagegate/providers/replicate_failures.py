@@ -23,7 +23,11 @@ from typing import Any
 import orjson
 
 from imagegate.core.errors import FailureKind, UpstreamError
-from imagegate.providers._http import retry_after_seconds, status_failure, unstructured_failure
+from imagegate.providers._http import (
+    by_status,
+    retry_after_seconds,
+    unstructured_failure,
+)
 
 K = FailureKind
 PROVIDER = "Replicate"
@@ -81,11 +85,7 @@ def classify_failure(
             param=param,
             **common,
         )
-    found = status_failure(status, PROVIDER, f": {detail[:80]}" if detail else "")
-    if found is not None:
-        found.provider_code, found.provider_message = title, detail
-        return found
-    return UpstreamError(K.BAD_REQUEST, f"Replicate answered HTTP {status}: {detail}", **common)
+    return by_status(status, PROVIDER, detail, title, **common)
 
 
 def invalid_field(problem: Mapping[str, Any], detail: str) -> str | None:
