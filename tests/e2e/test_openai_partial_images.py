@@ -96,3 +96,58 @@ async def test_an_upstream_failure_before_any_partial_is_a_plain_error(
             model="gpt", prompt="a lighthouse", stream=True, partial_images=1
         )
     assert isinstance(caught.value.body, dict) and caught.value.body["code"] == "safety"
+
+
+async def test_azure_streams_partials_and_relays_answer_whole(
+    start_gateway: StartGateway, openai_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes.aggregator import FakeAggregator
+    from tests.fakes.azure_openai import FakeAzureOpenAI
+
+    monkeypatch.setenv("PARTIAL_KEY", KEY)
+    async with (
+        FakeAzureOpenAI(keys={KEY}, deployments={"img": "gpt-image-1.5"}) as azure,
+        FakeAggregator(keys={KEY}) as relay,
+    ):
+        base = await start_gateway(
+            {
+                "providers": {
+                    "az": {
+                        "kind": "azure-openai",
+                        "base_url": azure.base_url,
+                        "keys": ["PARTIAL_KEY"],
+                    },
+                    "relay": {
+                        "kind": "openai-compatible",
+                        "base_url": f"{relay.base_url}/v1",
+                        "keys": ["PARTIAL_KEY"],
+                    },
+                },
+                "deployments": {
+                    "az": {
+                        "provider": "az",
+                        "model": "gpt-image-1.5",
+                        "options": {"azure_deployment": "img"},
+                    },
+                    "relay": {"provider": "relay", "model": "gpt-image-1.5"},
+                },
+                "routes": {"az": ["az"], "relay": ["relay"]},
+            }
+        )
+        client = openai_client(base)
+        azure_events = [
+            e.type
+            async for e in await client.images.generate(
+                model="az", prompt="x", stream=True, partial_images=1
+            )
+        ]
+        assert azure_events == ["image_generation.partial_image", "image_generation.completed"]
+        relay_events = [
+            e.type
+            async for e in await client.images.generate(
+                model="relay", prompt="x", stream=True, partial_images=1
+            )
+        ]
+        assert relay_events == ["image_generation.completed"]
+        sent = relay.requests[-1].json
+        assert sent is not None and "stream" not in sent and "partial_images" not in sent

@@ -48,6 +48,7 @@ from imagegate.providers import openai
 from imagegate.providers._http import unstructured_failure
 from imagegate.providers.multipart import new_boundary
 from imagegate.providers.openai_failures import classify_failure as classify_openai
+from imagegate.providers.openai_stream import stream_images, wants_partials
 
 K = FailureKind
 LABEL = "Azure OpenAI"
@@ -294,6 +295,27 @@ class AzureOpenAIProvider:
             images=[], provider=self.kind, deployment=self.deployment.name, model=self.target.model
         )
         target = self.target
+
+        def classify(
+            status: int, answer_headers: Mapping[str, str], answer: bytes
+        ) -> UpstreamError:
+            return classify_failure(status, answer_headers, answer, target)
+
+        if request.partials is not None and wants_partials(request):
+            # Azure streams as OpenAI does: partial images pass through as they come.
+            return await stream_images(
+                self._session,
+                url,
+                body,
+                headers,
+                result,
+                request=request,
+                sink=request.partials,
+                ceiling=self.deployment.timeout_seconds,
+                provider=LABEL,
+                classify=classify,
+                usage_of=openai.usage_of,
+            )
         read = await openai.post_images(
             self._session,
             url,
@@ -303,9 +325,7 @@ class AzureOpenAIProvider:
             request=request,
             ceiling=self.deployment.timeout_seconds,
             provider=LABEL,
-            classify=lambda status, answer_headers, answer: classify_failure(
-                status, answer_headers, answer, target
-            ),
+            classify=classify,
         )
         if isinstance(read, ImageResult):
             return read

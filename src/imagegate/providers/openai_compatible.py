@@ -166,7 +166,10 @@ def body_fields(
     """(body fields, notes): OpenAI's fields with the relay's quirks applied; the notes say
     which fields the request carried that were left out (`drop_fields`)."""
     # Geometry is made here, for the declared capabilities rather than OpenAI's model table.
-    plain = dataclasses.replace(request, size=None, aspect_ratio=None, resolution=None)
+    # Relays answer whole: no `stream`, so no partial images asked (the final images come).
+    plain = dataclasses.replace(
+        request, size=None, aspect_ratio=None, resolution=None, partials=None
+    )
     fields = openai.request_fields(plain, deployment)
     if options.size_style == "aspect_ratio":
         del fields["size"]
