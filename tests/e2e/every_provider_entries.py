@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.conformance.cases.diffusers_local import make_fake as local_pipeline
 from tests.conformance.cases.vertex import SERVICE_ACCOUNT_ENV, use_fake_token_endpoint
 from tests.fakes.aggregator import FakeAggregator
 from tests.fakes.azure_openai import FakeAzureOpenAI
@@ -15,6 +16,7 @@ from tests.fakes.gemini import FakeGemini
 from tests.fakes.openai import FakeOpenAI
 from tests.fakes.replicate import FakeReplicate
 from tests.fakes.server import FakeUpstream
+from tests.fakes.tiny_pipeline import SHARED_FOLDER
 from tests.fakes.vertex import FakeVertex
 
 
@@ -30,6 +32,8 @@ class Entry:
     wide: str = "1536x1024"  # a wide size it makes, for the mismatch check
     keyless: bool = False
     makes_3_2: bool = True  # Imagen has no 3:2: the same request is refused naming `size`
+    # a local pipeline has no upstream that could answer with the wrong size
+    can_misbehave: bool = True
     prepare: Callable[[FakeUpstream], None] | None = None
 
 
@@ -105,5 +109,14 @@ ENTRIES = [
         FakeReplicate,
         base_path="/v1",
         options={"poll_seconds": 0.01},
+    ),
+    Entry(
+        "local",
+        "local",
+        str(SHARED_FOLDER),  # the tiny random-weight pipeline, built once per test process
+        local_pipeline,
+        options={"steps": 2, "max_edge": 1536},
+        keyless=True,
+        can_misbehave=False,
     ),
 ]
