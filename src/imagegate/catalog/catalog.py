@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from imagegate.catalog.schema import CatalogFile, ModelSettings
 from imagegate.core.deployment import Capabilities, Price
 from imagegate.core.errors import ConfigError
+from imagegate.core.lifecycle import retired_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,9 +32,7 @@ class Retirement:
     successor: str | None
 
     def message(self) -> str:
-        when = f" on {self.on.isoformat()}" if self.on is not None else ""
-        after = f" Its successor is `{self.successor}`." if self.successor else ""
-        return f"The model `{self.model}` was retired{when}.{after}"
+        return retired_message(self.model, self.on, self.successor)
 
 
 @dataclass(frozen=True, slots=True)

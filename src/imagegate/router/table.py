@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from imagegate.core.deployment import Capabilities, Deployment, UpstreamKey
 from imagegate.core.errors import FailureKind, ModelNotFound, ModelRetired
+from imagegate.core.lifecycle import retired_message
 from imagegate.providers.base import Provider
 
 
@@ -26,9 +27,7 @@ class Retirement:
         return self.on is None or self.on <= today
 
     def message(self) -> str:
-        when = f" on {self.on.isoformat()}" if self.on is not None else ""
-        then = f" Its successor is `{self.successor_model}`." if self.successor_model else ""
-        return f"The model `{self.model}` was retired{when}.{then}"
+        return retired_message(self.model, self.on, self.successor_model)
 
 
 @dataclass(slots=True)
@@ -93,7 +92,7 @@ class RetiredName:
     successor_route: str | None  # the route serving the successor; None: refuse
 
     def message(self) -> str:
-        return Retirement(self.model, self.on, self.successor_model, None).message()
+        return retired_message(self.model, self.on, self.successor_model)
 
 
 @dataclass(frozen=True, slots=True)
