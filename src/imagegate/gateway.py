@@ -44,7 +44,6 @@ from imagegate.router.table import (
     RoutePolicy,
     RouteTable,
     slot_name,
-    today,
 )
 from imagegate.state import engine as database
 from imagegate.state.bookings import LedgerStore
@@ -103,8 +102,8 @@ def retired_names(
     first candidate runs it. None when the policy is to refuse, or no route serves it."""
     names: dict[str, RetiredName] = {}
     for entry in catalog.entries():
-        if entry.model in routes or entry.retirement(today()) is None:
-            continue
+        if entry.model in routes or (entry.retired_on is None and entry.lifecycle != "retired"):
+            continue  # the date is checked per request (RouteTable.route)
         serving: str | None = None
         if entry.successor is not None and settings.lifecycle.on_retired == "successor":
             if entry.successor in routes:

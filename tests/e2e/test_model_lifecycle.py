@@ -80,3 +80,19 @@ async def test_with_refuse_a_retired_model_gets_a_404_naming_the_successor_and_n
     assert fake.requests == []
     served = await client.images.generate(model="image", prompt="still fine")
     assert served.data and served.data[0].b64_json
+
+
+async def test_a_retirement_announced_for_later_changes_nothing_until_its_date(
+    start_gateway: StartGateway, openai_client: MakeClient, fake: FakeOpenAI
+) -> None:
+    settings = config(fake, "successor")
+    settings["catalog"] = {
+        "openai": {"gpt-image-1.5": {"retired_on": "2999-01-01", "successor": "gpt-image-2"}}
+    }
+    client = openai_client(await start_gateway(settings))
+    raw = await client.images.with_raw_response.generate(model="image", prompt="a red bicycle")
+    assert raw.parse().data
+    assert "x-imagegate-warning" not in raw.headers
+    assert [r.json["model"] for r in fake.requests if r.json] == ["gpt-image-1.5"]
+    with pytest.raises(openai.NotFoundError):  # not retired yet: not a redirected name either
+        await client.images.generate(model="gpt-image-1.5", prompt="x")

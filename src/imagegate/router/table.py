@@ -104,7 +104,8 @@ class RouteTable:
         try:
             return self.routes[alias]
         except KeyError:
-            if (gone := self.retired.get(alias)) is not None:
+            gone = self.retired.get(alias)
+            if gone is not None and (gone.on is None or gone.on <= today()):
                 return self._redirect(gone)
             known = ", ".join(sorted(self.routes))
             raise ModelNotFound(
