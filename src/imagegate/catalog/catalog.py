@@ -7,9 +7,10 @@ cannot). A model not in the catalog keeps its provider's own defaults.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -94,7 +95,7 @@ class Catalog:
             kind=kind,
             model=model,
             lifecycle=settings.lifecycle or "stable",
-            capabilities=_capabilities(caps) if caps else None,
+            capabilities=capabilities_over(None, caps) if caps else None,
             price=Price(**settings.price) if settings.price else None,
             price_source=settings.price_source,
             price_date=settings.price_date,
@@ -142,14 +143,11 @@ def _overlay(base: ModelSettings, top: ModelSettings) -> ModelSettings:
     return ModelSettings.model_validate(data)
 
 
-_TUPLES = {f.name for f in fields(Capabilities) if f.name.endswith("s") and f.name != "max_aspect"}
-
-
-def _capabilities(values: Mapping[str, Any]) -> Capabilities:
-    fields: dict[str, Any] = {
-        k: tuple(v) if k in _TUPLES and isinstance(v, list) else v for k, v in values.items()
-    }
-    return Capabilities(**fields)
+def capabilities_over(base: Capabilities | None, values: Mapping[str, Any]) -> Capabilities:
+    """`base` (or the defaults) with the fields of a `capabilities:` mapping laid over it;
+    the mapping's lists become the tuples Capabilities holds."""
+    fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    return Capabilities(**fields) if base is None else dataclasses.replace(base, **fields)
 
 
 def load_shipped() -> dict[str, dict[str, ModelSettings]]:

@@ -13,16 +13,15 @@ import datetime
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from imagegate.catalog import Catalog, CatalogEntry
+from imagegate.catalog.catalog import capabilities_over
 from imagegate.config.settings import DeploymentSettings, Settings
 from imagegate.core.deployment import Capabilities, Deployment, Limits, Price, UpstreamKey
 from imagegate.core.errors import ConfigError
 
 # The capabilities a provider gives a deployment when neither catalog nor config says more.
 DefaultCapabilities = Callable[[Deployment], Capabilities]
-_TUPLES = ("sizes", "aspect_ratios", "resolutions", "output_formats", "qualities")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,11 +88,7 @@ def resolve(
     caps = entry.capabilities if entry is not None else None
     if spec.capabilities is not None:
         base = caps or defaults_of(deployment)
-        overrides: dict[str, Any] = {
-            k: tuple(v) if k in _TUPLES else v
-            for k, v in spec.capabilities.model_dump(exclude_none=True).items()
-        }
-        caps = dataclasses.replace(base, **overrides)
+        caps = capabilities_over(base, spec.capabilities.model_dump(exclude_none=True))
     given = config_price and "price" in spec.model_fields_set
     if given or entry is None or entry.price is None:
         price = Price(**spec.price.model_dump())
