@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import itertools
 import re
+from collections.abc import AsyncIterator
 
+import aiohttp
 import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from imagegate.providers.b64_stream import split_b64_fields
+from imagegate.core.payload import TruncatedImage
+from imagegate.providers.b64_stream import ImageHead, read_until_image, split_b64_fields
 
 MARKER = re.compile(rb'"b64_json"\s*:\s*"')
 
@@ -24,3 +33,109 @@ def test_text_that_mentions_the_field_name_is_not_cut() -> None:
     body = b'{"text":"the \\"b64_json\\":\\"x\\" field","data":[]}'
     skeleton, slices = split_b64_fields(body, MARKER)
     assert slices == [] and skeleton == body
+
+
+# --- streamed: read_until_image and StreamedB64 over a real HTTP connection ------------------
+
+PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(range(256)) * 40)
+
+
+def _answer(b64: bytes) -> bytes:
+    return b'{"created": 7, "data": [{"b64_json": "' + b64 + b'"}], "usage": {"total_tokens": 3}}'
+
+
+async def _serve_in_pieces(
+    body: bytes, cuts: list[int], *, chunked: bool
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """A real server that writes `body` in pieces cut at `cuts`, each flushed on its own."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(body)
+        await response.prepare(request)
+        for start, end in itertools.pairwise([0, *cuts, len(body)]):
+            await response.write(body[start:end])
+            await asyncio.sleep(0.002)  # separate reads on the client side
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    async with (
+        TestServer(app) as server,
+        aiohttp.ClientSession() as session,
+        session.post(server.make_url("/")) as response,
+    ):
+        yield response
+
+
+def _cut_points(body: bytes) -> list[list[int]]:
+    """Cuts inside the marker, just before and after the image's quotes, and every 7 bytes of
+    the head (then every 1009)."""
+    start = body.index(b'"b64_json"') + 4
+    open_quote = body.index(b'"', body.index(b":", start)) + 1
+    close_quote = body.index(b'"', open_quote)
+    return [
+        [start],
+        [open_quote, open_quote + 5],
+        [close_quote - 1, close_quote, close_quote + 1],
+        [*range(7, 400, 7), *range(400, len(body), 1009)],
+    ]
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+async def test_streamed_image_is_the_upstream_text_whatever_the_cuts(chunked: bool) -> None:
+    body = _answer(PNG_B64)
+    for cuts in _cut_points(body):
+        skeletons: list[bytes] = []
+        async for response in _serve_in_pieces(body, cuts, chunked=chunked):
+            read = await read_until_image(response, MARKER, skeletons.append)
+            assert isinstance(read, ImageHead), cuts
+            assert read.info.format == "png"
+            streamed = b"".join([piece async for piece in read.source.chunks()])
+        assert streamed == PNG_B64, cuts
+        assert orjson.loads(skeletons[0]) == {
+            "created": 7,
+            "data": [{"b64_json": ""}],
+            "usage": {"total_tokens": 3},
+        }
+
+
+async def test_escaped_slashes_are_unescaped_across_cuts() -> None:
+    b64 = PNG_B64[:100] + b"ab/cd/" + PNG_B64[100:]
+    body = _answer(b64.replace(b"/", b"\\/"))
+    escape = body.index(b"\\/")
+    async for response in _serve_in_pieces(body, [escape + 1], chunked=True):
+        read = await read_until_image(response, MARKER, lambda _: None)
+        assert isinstance(read, ImageHead)
+        assert b"".join([piece async for piece in read.source.chunks()]) == b64
+
+
+async def test_an_answer_cut_inside_the_image_is_truncated() -> None:
+    body = _answer(PNG_B64)
+    short = body[: body.index(b"b64_json") + 2000]
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = len(body)  # promises more than it sends
+        await response.prepare(request)
+        await response.write(short)
+        assert request.transport is not None
+        request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    async with (
+        TestServer(app) as server,
+        aiohttp.ClientSession() as session,
+        session.post(server.make_url("/")) as response,
+    ):
+        read = await read_until_image(response, MARKER, lambda _: None)
+        assert isinstance(read, ImageHead)
+        with pytest.raises(TruncatedImage):
+            async for _ in read.source.chunks():
+                pass

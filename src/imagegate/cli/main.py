@@ -107,12 +107,13 @@ def _run(settings: Settings, open_access: bool) -> None:
 
     from aiohttp import web
 
+    from imagegate.runtime import freeze_startup_heap, use_uvloop
     from imagegate.surfaces.app import create_app
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    _use_uvloop()
+    use_uvloop()
     server = settings.server
     out.print(f"imagegate {__version__} on http://{server.host}:{server.port}")
     out.print(f"  models: {', '.join(sorted(settings.routes))}")
@@ -122,8 +123,14 @@ def _run(settings: Settings, open_access: bool) -> None:
             "  [yellow]no client keys configured: open to anyone on this machine"
             " (loopback only); `imagegate keys create --name NAME` closes it[/yellow]"
         )
+
+    async def serving_app() -> web.Application:
+        app = await create_app(settings)
+        freeze_startup_heap(app)  # after the app's own start-up work: appended last
+        return app
+
     web.run_app(
-        create_app(settings),
+        serving_app(),
         host=server.host,
         port=server.port,
         backlog=2048,
@@ -131,14 +138,6 @@ def _run(settings: Settings, open_access: bool) -> None:
         print=None,
         handle_signals=True,
     )
-
-
-def _use_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def _is_loopback(host: str) -> bool:

@@ -62,6 +62,18 @@ def held_images(slices: list[bytes], provider: str) -> list[GeneratedImage]:
     return images
 
 
+async def _next_chunk(content: aiohttp.StreamReader) -> bytes:
+    """The next piece of the body as it was received, b"" at its end.
+
+    Not `readany()`: that joins every piece buffered so far into one new bytes object, a copy
+    of megabytes per answer when the client reads slower than the upstream sends.
+    """
+    while True:
+        chunk, end_of_http_chunk = await content.readchunk()
+        if chunk or not end_of_http_chunk:
+            return chunk
+
+
 def _unescape(text: bytes) -> bytes:
     return text.replace(b"\\", b"") if b"\\" in text else text
 
@@ -97,7 +109,7 @@ async def read_until_image(
     searched = 0
     while (match := marker.search(buf, max(0, searched - 64))) is None:
         searched = len(buf)
-        chunk = await content.readany()
+        chunk = await _next_chunk(content)
         if not chunk:
             return PlainBody(buf)
         buf += chunk
@@ -112,7 +124,7 @@ async def read_until_image(
             break
         if len(rest) > MAX_HEADER_B64:
             raise NotAnImage("no image header in the first 256 KB of image data")
-        chunk = await content.readany()
+        chunk = await _next_chunk(content)
         if not chunk:
             raise TruncatedImage("upstream answer ended inside the image data")
         rest += chunk
@@ -148,7 +160,7 @@ class StreamedB64(B64Source):
             while (end := data.find(b'"')) < 0:
                 if data:
                     yield _unescape(data)
-                data = await content.readany()
+                data = await _next_chunk(content)
                 if not data:
                     raise TruncatedImage("upstream answer ended inside the image data")
             if end:

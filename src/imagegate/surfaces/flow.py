@@ -121,19 +121,26 @@ async def stream(
     return response, True
 
 
-async def coalesce(pieces: AsyncIterator[bytes], at_least: int = 64 * 1024) -> AsyncIterator[bytes]:
-    """Join small pieces (JSON punctuation, the answer's head and tail) into the next large one.
+async def coalesce(pieces: AsyncIterator[bytes], small: int = 16 * 1024) -> AsyncIterator[bytes]:
+    """Join small pieces (JSON punctuation, the answer's head and tail) into one write.
 
     Each write is a chunk frame and a send call; an answer has a dozen pieces, half of them a
-    few bytes long, so joining them saves syscalls without holding more than one large piece.
+    few bytes long, so joining them saves syscalls. A large piece (the base64 as the upstream
+    sent it) goes out as it is, after what was pending: joining it would copy it.
     """
     pending: list[bytes] = []
     size = 0
     async for piece in pieces:
+        if len(piece) >= small:
+            if pending:
+                yield b"".join(pending)
+                pending, size = [], 0
+            yield piece
+            continue
         pending.append(piece)
         size += len(piece)
-        if size >= at_least:
-            yield pending[0] if len(pending) == 1 else b"".join(pending)
+        if size >= small:
+            yield b"".join(pending)
             pending, size = [], 0
     if pending:
         yield b"".join(pending)
