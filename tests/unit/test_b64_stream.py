@@ -139,3 +139,14 @@ async def test_an_answer_cut_inside_the_image_is_truncated() -> None:
         with pytest.raises(TruncatedImage):
             async for _ in read.source.chunks():
                 pass
+
+
+async def test_escapes_are_looked_for_until_a_piece_shows_a_plain_slash() -> None:
+    # The first piece holds no `/` at all, so it cannot tell whether the encoder escapes them.
+    b64 = PNG_B64[:60].replace(b"/", b"A") + b"xy/z/" + PNG_B64[60:]
+    body = _answer(b64.replace(b"/", b"\\/"))
+    first_slash = body.index(b"\\/")
+    async for response in _serve_in_pieces(body, [first_slash - 3], chunked=True):
+        read = await read_until_image(response, MARKER, lambda _: None)
+        assert isinstance(read, ImageHead)
+        assert b"".join([piece async for piece in read.source.chunks()]) == b64

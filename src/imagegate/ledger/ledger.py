@@ -76,7 +76,7 @@ class Ledger:
         journal: Journal | None = None,
         clock: Callable[[], float] = time.monotonic,
         *,
-        interval: float = 0.05,
+        interval: float = 0.2,
     ) -> None:
         """`journal` None: bookings are held in memory only until applied (tests)."""
         self.store = store

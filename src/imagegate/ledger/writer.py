@@ -4,7 +4,7 @@
 no database round trip, no thread hop. A background task wakes when the first record arrives,
 lets more gather for `interval` seconds (or until `max_batch` are queued), rotates the journal
 and applies the lot in one transaction (`state/apply.py`), then deletes the rotated file. At
-load that is one transaction per ~50 ms instead of two or three per request.
+load that is one transaction per ~200 ms instead of two or three per request.
 
 Lag. The database trails the journal by up to `interval` plus one transaction. Readers that must
 see every booking call `flush()` first (the usage report does, through `state.usage`); budget
@@ -61,7 +61,7 @@ class LedgerWriter:
         engine: AsyncEngine,
         journal: Journal | None,
         *,
-        interval: float = 0.05,
+        interval: float = 0.2,
         max_batch: int = 256,
         high_water: int = 10_000,
         apply_batch: Callable[[AsyncEngine, Sequence[dict[str, Any]]], Awaitable[int]] = apply,

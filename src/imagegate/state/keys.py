@@ -8,10 +8,12 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from imagegate.core.single_flight import SingleFlight
 from imagegate.state.models import ClientKeyRow
 
 SECRET_PREFIX = "ig_"
@@ -104,6 +106,8 @@ class KeyStore:
         # digest → (believed until, key or None): the request path asks once a second per key
         self._looked_up: dict[str, tuple[float, ClientKey | None]] = {}
         self._generation = 0  # bumped by every change made here
+        self._lookups: SingleFlight[str, ClientKey | None] = SingleFlight()
+        self._any_active_check: SingleFlight[None, bool] = SingleFlight()
 
     async def create(self, name: str, limits: KeyLimits) -> NewKey:
         async with self._sessions.begin() as session:
@@ -115,6 +119,8 @@ class KeyStore:
     def _forget(self) -> None:
         """A key changed in this process: drop every cached lookup, and any in flight."""
         self._looked_up.clear()
+        self._lookups.forget()
+        self._any_active_check.forget()
         self._generation += 1
 
     def _new_row(self, name: str, limits: KeyLimits, rotated: ClientKeyRow | None = None) -> _Made:
@@ -154,6 +160,10 @@ class KeyStore:
         cached = self._looked_up.get(sha256)
         if cached is not None and cached[0] > now:
             return cached[1]
+        # One query per key when its entry expires, however many requests carry it.
+        return await self._lookups.do(sha256, partial(self._look_up, sha256, now))
+
+    async def _look_up(self, sha256: str, now: float) -> ClientKey | None:
         generation = self._generation
         async with self._sessions() as session:
             row = await session.scalar(select(ClientKeyRow).where(ClientKeyRow.sha256 == sha256))
@@ -200,6 +210,10 @@ class KeyStore:
         return NewKey(_from_row(made.row), made.secret)
 
     async def any_active(self) -> bool:
+        """Whether any key is live; concurrent callers share one query."""
+        return await self._any_active_check.do(None, self._any_active)
+
+    async def _any_active(self) -> bool:
         now = _utcnow()
         async with self._sessions() as session:
             found = await session.scalar(
