@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -36,13 +37,17 @@ def parse_size(text: str) -> Size | None:
     return Size(int(match.group(1)), int(match.group(2)))
 
 
+@functools.lru_cache(maxsize=256)
 def parse_ratio(text: str) -> Fraction | None:
+    """`"16:9"` → Fraction(16, 9); None when the text is not of the form W:H. Cached: routing
+    asks about the same dozen ratios for every request."""
     match = _RATIO.match(text)
     if match is None or int(match.group(2)) == 0 or int(match.group(1)) == 0:
         return None
     return Fraction(int(match.group(1)), int(match.group(2)))
 
 
+@functools.lru_cache(maxsize=256)
 def ratio_value(text: str) -> float:
     ratio = parse_ratio(text)
     if ratio is None:

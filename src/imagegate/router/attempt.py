@@ -224,14 +224,21 @@ async def run_attempt(
     per_call = max(1, candidate.capabilities.max_n)
     counts = [min(per_call, needed - start) for start in range(0, needed, per_call)]
     calls = [
-        call_once(candidate, dataclasses.replace(request, n=count), context) for count in counts
+        call_once(
+            candidate,
+            request if count == request.n else dataclasses.replace(request, n=count),
+            context,
+        )
+        for count in counts
     ]
     outcome = AttemptOutcome([], [])
     before = len(context.records)
     try:
         # Each call returns its failure instead of raising, so one failed part never cancels
         # the others; the images that did arrive are kept and only the rest is asked again.
-        for result, error in await asyncio.gather(*calls):
+        # One call (the common case) is awaited as it is: no task to create and gather.
+        answers = [await calls[0]] if len(calls) == 1 else await asyncio.gather(*calls)
+        for result, error in answers:
             if result is not None:
                 outcome.results.append(result)
             if error is not None:

@@ -61,7 +61,8 @@ async def generations(http: web.Request) -> web.StreamResponse:
             client_id=None if key is None else key.id,
             deadline=client_deadline(http, gateway.settings.server.request_timeout_seconds),
         )
-        request = dataclasses.replace(request, idempotency_key=idempotency_key(http))
+        if (slot := idempotency_key(http)) is not None:
+            request = dataclasses.replace(request, idempotency_key=slot)
         request, partials = _with_partials(http, request, wire.stream, "image_generation")
         booking = await gateway.admit(request, key)
     except ClientError as exc:
@@ -94,7 +95,8 @@ async def edits(http: web.Request) -> web.StreamResponse:
             client_id=None if key is None else key.id,
             deadline=client_deadline(http, server.request_timeout_seconds),
         )
-        request = dataclasses.replace(request, idempotency_key=idempotency_key(http))
+        if (slot := idempotency_key(http)) is not None:
+            request = dataclasses.replace(request, idempotency_key=slot)
         request, partials = _with_partials(http, request, wire.stream, "image_edit")
         booking = await gateway.admit(request, key)
     except ClientError as exc:
