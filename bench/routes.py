@@ -8,13 +8,14 @@ in-process, so its figures are only good for developing this harness.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from bench.load import GEMINI_IMAGE, MIN_BODY_BYTES, OPENAI_IMAGE, Target
+from bench.load import GEMINI_IMAGE, MIN_BODY_BYTES, OPENAI_IMAGE, Target, gemini_image
 
 PROMPT = "a red bicycle"
 SIZE = "1024x1024"
@@ -60,7 +61,7 @@ class RouteSpec:
         """The gateway's environment entry that carries the upstream key (none for sim)."""
         return {self.key_env: key} if self.key_env else {}
 
-    def gateway_target(self, gateway_url: str) -> Target:
+    def gateway_target(self, gateway_url: str, *, parse: bool = False) -> Target:
         body = {"model": self.alias, "prompt": PROMPT, "size": SIZE}
         return Target(
             name="gateway",
@@ -69,10 +70,15 @@ class RouteSpec:
             headers={"Content-Type": "application/json"},
             image_pattern=OPENAI_IMAGE,
             min_bytes=self.min_body_bytes,
+            parse=parse,
         )
 
-    def direct_target(self, upstream_url: str, key: str) -> Target | None:
+    def direct_target(self, upstream_url: str, key: str, *, parse: bool = False) -> Target | None:
         """The upstream's own wire request for the same image, straight to the fake."""
+        target = self._direct_target(upstream_url, key)
+        return None if target is None else dataclasses.replace(target, parse=parse)
+
+    def _direct_target(self, upstream_url: str, key: str) -> Target | None:
         if self.provider_kind == "openai":
             body = {"model": self.model, "prompt": PROMPT, "size": SIZE}
             return Target(
@@ -96,6 +102,7 @@ class RouteSpec:
                 body=orjson.dumps(body),
                 headers={"Content-Type": "application/json", "x-goog-api-key": key},
                 image_pattern=GEMINI_IMAGE,
+                image_at=gemini_image,
             )
         return None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -68,6 +69,8 @@ class Plan:
     quick: bool = False
     # mallopt in the client process (see procs.tune_own_allocator); False = glibc defaults.
     tune_client_allocator: bool = True
+    # c=16 and c=64 again with the client that parses each answer as an SDK does (bench/load.py).
+    parsing_client: bool = True
 
     @classmethod
     def quick_run(cls, routes: Sequence[str] = ("openai", "gemini")) -> Plan:
@@ -172,6 +175,13 @@ async def bench_route(spec: RouteSpec, plan: Plan, procs: ProcessSet) -> dict[st
                 target.name: await _phase(session, target, concurrency, count, plan, watched)
                 for target in targets
             }
+        if plan.parsing_client and direct is not None:
+            parsing = [dataclasses.replace(target, parse=True) for target in targets]
+            for label, concurrency, count in levels[1:]:
+                outcome["phases"][f"{label}_parsing"] = {
+                    target.name: await _phase(session, target, concurrency, count, plan, watched)
+                    for target in parsing
+                }
         if plan.profile_seconds > 0:
             outcome["profile"] = await _profile(session, targets[-1], gateway, plan, procs)
     procs.stop_all()
@@ -223,8 +233,9 @@ async def _phase(
         for name in ("gateway", "fake", "client")
         if name in cpu
     }
+    client = " parsing" if target.parse else ""
     print(
-        f"   {target.name:8} c={concurrency:<3} {report.phase_line(target.name, summary)}",
+        f"   {target.name:8} c={concurrency:<3}{client} {report.phase_line(target.name, summary)}",
         flush=True,
     )
     return summary
@@ -377,6 +388,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="leave the load client on glibc's default allocator settings (a costlier client)",
     )
+    parser.add_argument(
+        "--no-parsing-client",
+        action="store_true",
+        help="skip c=16 and c=64 with the client that parses each answer as an SDK does",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
     args = parser.parse_args(argv)
     unknown = [name for name in args.routes.split(",") if name not in ROUTES]
@@ -392,6 +408,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         plan = replace(plan, profile_seconds=0.0)
     if args.client_default_malloc:
         plan = replace(plan, tune_client_allocator=False)
+    if args.no_parsing_client:
+        plan = replace(plan, parsing_client=False)
     return plan
 
 
