@@ -18,13 +18,13 @@ from __future__ import annotations
 import datetime
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from imagegate.core.deployment import Deployment, Price
 from imagegate.core.errors import AttemptFailure
+from imagegate.core.ids import new_id
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import Attempt, ImageResult
 from imagegate.ledger.journal import Journal, read
@@ -159,7 +159,7 @@ class Ledger:
         if request.idempotency_key is not None:
             slot = f"{key_id or '-'}:{request.idempotency_key}"
         row = {
-            "ledger_id": uuid.uuid4().hex,
+            "ledger_id": new_id(),
             "request_id": request.request_id,
             "key_id": key_id,
             "key_lineage": lineage,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
@@ -14,6 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from imagegate import __version__
 from imagegate.config.settings import Settings
+from imagegate.core.ids import new_id
 from imagegate.gateway import Gateway
 from imagegate.surfaces.admin import keys as admin_keys
 from imagegate.surfaces.admin import routes as admin_routes
@@ -31,7 +31,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
-    rid = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+    rid = request.headers.get("x-request-id") or f"req_{new_id()}"
     request[REQUEST_ID] = rid
     return await handler(request)
 
