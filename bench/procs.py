@@ -213,6 +213,13 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return tasks, tasks + (irq + softirq + steal) / _CLK_TCK
 
 
+def steal_seconds() -> float:
+    """CPU seconds the hypervisor gave to other guests while this one wanted them (/proc/stat
+    `steal`), since boot. On a shared VM a phase with steal ran on less machine than it seems."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / _CLK_TCK
+
+
 def load_average() -> list[float]:
     """1, 5 and 15 minute load averages: was the machine quiet around the run?"""
     return [float(value) for value in Path("/proc/loadavg").read_text().split()[:3]]

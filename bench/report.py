@@ -196,6 +196,7 @@ def phase_line(target: str, summary: dict[str, Any]) -> str:
         f"  p90 {_num(lat['p90'])}  p99 {_num(lat['p99'])} ms  {_num(summary['req_per_s'])} req/s"
         f"{gateway_cpu}  client {_num(cpu.get('client'))} ms/img"
         f"  other programs {summary['cpu_s']['others']:.2f} s CPU"
+        f"  stolen {summary['cpu_s'].get('steal', 0.0):.2f} s"
         + (f"  failures: {summary['failures']}" if summary["failed"] else "")
     )
 
@@ -282,7 +283,9 @@ def _machine_section(results: dict[str, Any]) -> list[str]:
         " instead of returning and re-faulting them; see shared/PERFORMANCE.md).",
         f"- Run {results['started_utc']} → {results['finished_utc']}; load average (1/5/15 min)"
         f" {_loads(results['loadavg_before'])} before, {_loads(results['loadavg_after'])} after."
-        " The detail tables show the CPU other programs took during each phase.",
+        " The detail tables show the CPU other programs took during each phase, and the CPU"
+        " time the hypervisor gave to other guests (`steal` in /proc/stat): a virtual machine's"
+        " cores are shared with its neighbours, so the same code measures slower at busy times.",
         "",
     ]
 
@@ -368,7 +371,7 @@ def _contention(route: dict[str, Any]) -> list[str]:
 def _detail_table(route: dict[str, Any]) -> list[str]:
     rows = [
         "| phase | ok / failed | p50 ms | p90 ms | p99 ms | max ms | req/s"
-        " | CPU ms/image: gateway / fake / client | other programs' CPU s |",
+        " | CPU ms/image: gateway / fake / client | CPU s: other programs / stolen |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, level in route["phases"].items():
@@ -379,7 +382,7 @@ def _detail_table(route: dict[str, Any]) -> list[str]:
                 f" | {_num(lat['p50'])} | {_num(lat['p90'])} | {_num(lat['p99'])}"
                 f" | {_num(lat['max'])} | {_num(s['req_per_s'])} | {_gateway_cpu(target, cpu)}"
                 f" / {_num(cpu.get('fake'))} / {_num(cpu.get('client'))}"
-                f" | {s['cpu_s']['others']:.2f} |"
+                f" | {s['cpu_s']['others']:.2f} / {s['cpu_s'].get('steal', 0.0):.2f} |"
             )
     b = route["burst"]
     lat = b["latency_ms"]
@@ -387,7 +390,7 @@ def _detail_table(route: dict[str, Any]) -> list[str]:
         f"| burst {b['size']}, held {b['hold_s']} s | {b['ok']} / {b['failed']}"
         f" | {_num(lat['p50'])} | {_num(lat['p90'])} | {_num(lat['p99'])} | {_num(lat['max'])}"
         f" | – | gateway {_num(b['cpu_s'].get('gateway'))} s in all"
-        f" | {b['cpu_s']['others']:.2f} |"
+        f" | {b['cpu_s']['others']:.2f} / {b['cpu_s'].get('steal', 0.0):.2f} |"
     )
     failures = [
         f"- {label} {target}: {s['failures']}"

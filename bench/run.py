@@ -45,6 +45,7 @@ from bench.procs import (
     load_average,
     machine_cpu_seconds,
     raise_open_files_limit,
+    steal_seconds,
     tune_own_allocator,
 )
 from bench.routes import ROUTES, RouteSpec
@@ -249,6 +250,7 @@ async def _with_cpu(
     before = {name: proc.cpu_seconds() for name, proc in procs.items()}
     client_before = time.process_time()
     tasks_before, busy_before = machine_cpu_seconds()
+    steal_before = steal_seconds()
     tally = await measured
     cpu = {name: proc.cpu_seconds() - before[name] for name, proc in procs.items()}
     cpu["client"] = time.process_time() - client_before
@@ -256,6 +258,7 @@ async def _with_cpu(
     # Other programs on the machine compete for the same 2 cores; say how much they took.
     cpu["others"] = max(0.0, tasks - tasks_before - sum(cpu.values()))
     cpu["machine_busy"] = busy - busy_before
+    cpu["steal"] = steal_seconds() - steal_before
     return tally, cpu
 
 
