@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 
 from imagegate.core.errors import FailureKind
@@ -165,3 +168,23 @@ def test_the_snapshot_lists_every_deployment_seen_sorted_by_name(board: HealthBo
     board.breaker("gpt-image")  # looked up by the router, not yet called
     board.record("flux", None, 1.0)
     assert [h.deployment for h in board.snapshot()] == ["flux", "gpt-image", "zimage"]
+
+
+def test_percentiles_follow_the_window_through_random_traffic() -> None:
+    rng = random.Random(7)
+    board = HealthBoard(window=20)
+    seen: list[float] = []
+    for _ in range(500):
+        if rng.random() < 0.2:
+            board.record("dep", FailureKind.UNAVAILABLE, 0.01)
+            continue
+        seconds = round(rng.uniform(0.1, 5.0), 2)  # ties included
+        board.record("dep", None, seconds)
+        seen.append(seconds)
+        window = sorted(seen[-20:])
+        for percentile in (50, 90, 99, 100):
+            got = board.latency_percentile("dep", percentile)
+            if len(window) < MIN_LATENCY_SAMPLES:
+                assert got is None
+            else:
+                assert got == window[math.ceil(percentile / 100 * len(window)) - 1]

@@ -18,8 +18,9 @@ def test_ids_look_like_uuid_hex_and_do_not_repeat() -> None:
 def test_another_process_draws_other_ids() -> None:
     code = "from imagegate.core.ids import new_id; print(new_id())"
     others = {
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        .stdout.strip()
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
         for _ in range(3)
     }
     assert len(others) == 3 and new_id() not in others

@@ -67,11 +67,16 @@ def tier_for(size: Size, tiers: tuple[str, ...]) -> str:
     but 1344×768 at 16:9; so 1536×1024 (1.6 MP) maps to 1K (~1 MP) rather than 2K (~4 MP).
     """
     area = size.width * size.height
-    ordered = sorted(tiers, key=TIER_EDGE.__getitem__)
+    ordered = _by_edge(tiers)
     for tier in ordered:
         if area <= (TIER_EDGE[tier] * 1.35) ** 2:
             return tier
     return ordered[-1]
+
+
+@functools.lru_cache(maxsize=64)
+def _by_edge(tiers: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(tiers, key=TIER_EDGE.__getitem__))
 
 
 def aspect_matches(actual: Size, wanted_aspect: float, tolerance: float = 0.03) -> bool:

@@ -12,6 +12,7 @@ deployment out, a successful probe brings it back.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections import Counter, deque
@@ -54,7 +55,8 @@ class DeploymentHealth:
 class _Stats:
     window: int
     outcomes: deque[bool] = field(init=False)  # True = success
-    latencies: deque[float] = field(init=False)  # seconds, successes only
+    latencies: deque[float] = field(init=False)  # seconds, successes only, oldest first
+    ordered: list[float] = field(init=False)  # the same, sorted: a percentile is one lookup
     counts: Counter[str] = field(default_factory=Counter)
     last_failure_kind: FailureKind | None = None
     last_failure_diagnosis: str | None = None
@@ -63,12 +65,16 @@ class _Stats:
     def __post_init__(self) -> None:
         self.outcomes = deque(maxlen=self.window)
         self.latencies = deque(maxlen=self.window)
+        self.ordered = []
 
     def add(self, kind: FailureKind | None, seconds: float, diagnosis: str, now: float) -> None:
         self.outcomes.append(kind is None)
         self.counts["ok" if kind is None else kind.value] += 1
         if kind is None:
+            if len(self.latencies) == self.window:
+                del self.ordered[bisect.bisect_left(self.ordered, self.latencies[0])]
             self.latencies.append(seconds)
+            bisect.insort(self.ordered, seconds)
         else:
             self.last_failure_kind = kind
             self.last_failure_diagnosis = diagnosis or None
@@ -80,7 +86,7 @@ class _Stats:
     def percentile(self, percentile: float) -> float | None:
         if len(self.latencies) < MIN_LATENCY_SAMPLES:
             return None
-        return _nearest_rank(sorted(self.latencies), percentile)
+        return _nearest_rank(self.ordered, percentile)
 
 
 def _nearest_rank(ordered: list[float], percentile: float) -> float:
