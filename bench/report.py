@@ -325,10 +325,13 @@ def _method_section(results: dict[str, Any]) -> list[str]:
             else []
         ),
         f"- c=1: {p['warmup_c1']} warm-up, then {p['c1_requests']} requests. c=16:"
-        f" {p['warmup_seconds']} s warm-up, then {p['c16_requests']} requests. c=64:"
-        f" {p['warmup_seconds']} s warm-up, then {p['c64_seconds']} s; req/s = good answers /"
-        " time until the last in-flight answer is in. Added latency = gateway − direct"
-        " at the same percentile.",
+        f" {p['c16_requests']} requests; c=64: {p['c64_seconds']} s; each split into"
+        f" {p.get('rounds', 1)} rounds that alternate direct and gateway (D G, G D, D G …),"
+        f" each round after {p['warmup_seconds']} s of warm-up (1 s after the first), so that a"
+        " change in the virtual machine's speed during a level weighs on both; a level's"
+        " figures pool its rounds. req/s = good answers / time until the last in-flight answer"
+        " is in (the rounds' times added). Added latency = gateway − direct at the same"
+        " percentile.",
         "- CPU per image = (utime + stime from `/proc/PID/stat`) delta over the phase / good"
         " answers, for the gateway and the fake; the client's is this process's CPU time.",
         f"- Burst: a new fake holding each answer {p['burst_hold_seconds']} s and a new gateway"

@@ -72,6 +72,8 @@ class Plan:
     tune_client_allocator: bool = True
     # c=16 and c=64 again with the client that parses each answer as an SDK does (bench/load.py).
     parsing_client: bool = True
+    # c=16 and c=64 are measured in this many alternating rounds (the count or time is split).
+    rounds: int = 3
 
     @classmethod
     def quick_run(cls, routes: Sequence[str] = ("openai", "gemini")) -> Plan:
@@ -85,6 +87,7 @@ class Plan:
             warmup_seconds=1.0,
             profile_seconds=0.0,
             quick=True,
+            rounds=2,
         )
 
     @classmethod
@@ -101,6 +104,7 @@ class Plan:
             burst_hold_seconds=0.5,
             profile_seconds=0.0,
             quick=True,
+            rounds=1,
         )
 
 
@@ -163,7 +167,8 @@ async def bench_route(spec: RouteSpec, plan: Plan, procs: ProcessSet) -> dict[st
     targets = [spec.gateway_target(gateway.url)]
     direct = spec.direct_target(fake.url, key) if fake else None
     if direct is not None:
-        # Direct first at each level, the gateway right after: both see the same machine state.
+        # Direct first at each level, the gateway right after (alternating in later rounds):
+        # both see the same machine state.
         targets.insert(0, direct)
     watched = {"gateway": gateway, "fake": fake}
     outcome: dict[str, Any] = {"title": spec.title, "phases": {}}
@@ -172,17 +177,15 @@ async def bench_route(spec: RouteSpec, plan: Plan, procs: ProcessSet) -> dict[st
         # A count of 0 means "for plan.c64_seconds": throughput is measured over time.
         levels = (("c1", 1, plan.c1_requests), ("c16", 16, plan.c16_requests), ("c64", 64, 0))
         for label, concurrency, count in levels:
-            outcome["phases"][label] = {
-                target.name: await _phase(session, target, concurrency, count, plan, watched)
-                for target in targets
-            }
+            outcome["phases"][label] = await _level(
+                session, targets, concurrency, count, plan, watched
+            )
         if plan.parsing_client and direct is not None:
             parsing = [dataclasses.replace(target, parse=True) for target in targets]
             for label, concurrency, count in levels[1:]:
-                outcome["phases"][f"{label}_parsing"] = {
-                    target.name: await _phase(session, target, concurrency, count, plan, watched)
-                    for target in parsing
-                }
+                outcome["phases"][f"{label}_parsing"] = await _level(
+                    session, parsing, concurrency, count, plan, watched
+                )
         if plan.profile_seconds > 0:
             outcome["profile"] = await _profile(session, targets[-1], gateway, plan, procs)
     procs.stop_all()
@@ -207,25 +210,78 @@ async def _first_requests(
             )
 
 
-async def _phase(
+async def _level(
+    session: aiohttp.ClientSession,
+    targets: Sequence[load.Target],
+    concurrency: int,
+    count: int,
+    plan: Plan,
+    watched: Mapping[str, Proc | None],
+) -> dict[str, dict[str, Any]]:
+    """Every target at one concurrency, in `plan.rounds` rounds (one at c=1) whose order
+    alternates (direct, gateway; gateway, direct; ...), so a change in the machine's speed
+    during the level weighs on both alike. The rounds' answers and CPU are pooled."""
+    rounds = 1 if concurrency == 1 else max(1, plan.rounds)
+    runs: dict[str, list[tuple[load.Tally, dict[str, float]]]] = {t.name: [] for t in targets}
+    for index in range(rounds):
+        for target in targets if index % 2 == 0 else targets[::-1]:
+            run = await _measure(session, target, concurrency, count, plan, watched, index, rounds)
+            runs[target.name].append(run)
+    return {target.name: _pooled(target, concurrency, runs[target.name]) for target in targets}
+
+
+async def _measure(
     session: aiohttp.ClientSession,
     target: load.Target,
     concurrency: int,
     count: int,
     plan: Plan,
     watched: Mapping[str, Proc | None],
-) -> dict[str, Any]:
-    """Warm up, then one measured phase with the CPU each process spent on it."""
+    index: int,
+    rounds: int,
+) -> tuple[load.Tally, dict[str, float]]:
+    """Warm up, then one measured round with the CPU each process spent on it."""
     if concurrency == 1:
         await load.run_count(session, target, 1, plan.warmup_c1)
         measured = load.run_count(session, target, 1, count)
     else:
-        await load.run_for(session, target, concurrency, plan.warmup_seconds)
+        # The first round warms up in full; later ones only refill the pipeline.
+        warmup = plan.warmup_seconds if index == 0 else min(1.0, plan.warmup_seconds)
+        await load.run_for(session, target, concurrency, warmup)
         if count:
-            measured = load.run_count(session, target, concurrency, count)
+            measured = load.run_count(session, target, concurrency, max(1, count // rounds))
         else:
-            measured = load.run_for(session, target, concurrency, plan.c64_seconds)
+            measured = load.run_for(session, target, concurrency, plan.c64_seconds / rounds)
     tally, cpu = await _with_cpu(measured, watched)
+    client = " parsing" if target.parse else ""
+    round_ = f" {index + 1}/{rounds}" if rounds > 1 else ""
+    print(
+        f"   {target.name:8} c={concurrency:<3}{client}{round_}"
+        f" {report.phase_line(target.name, _summary(tally, cpu, concurrency))}",
+        flush=True,
+    )
+    return tally, cpu
+
+
+def _pooled(
+    target: load.Target, concurrency: int, runs: Sequence[tuple[load.Tally, dict[str, float]]]
+) -> dict[str, Any]:
+    pooled = load.Tally()
+    cpu: dict[str, float] = {}
+    for tally, used in runs:
+        pooled.latencies += tally.latencies
+        pooled.failures.update(tally.failures)
+        pooled.finished += tally.elapsed  # pooled elapsed = the rounds' time in all
+        for name, seconds in used.items():
+            cpu[name] = cpu.get(name, 0.0) + seconds
+    summary = _summary(pooled, cpu, concurrency)
+    summary["rounds_req_per_s"] = [
+        round(t.ok / t.elapsed, 1) if t.elapsed else None for t, _ in runs
+    ]
+    return summary
+
+
+def _summary(tally: load.Tally, cpu: Mapping[str, float], concurrency: int) -> dict[str, Any]:
     summary = tally.summary()
     summary["concurrency"] = concurrency
     summary["cpu_s"] = {name: round(seconds, 3) for name, seconds in cpu.items()}
@@ -234,11 +290,6 @@ async def _phase(
         for name in ("gateway", "fake", "client")
         if name in cpu
     }
-    client = " parsing" if target.parse else ""
-    print(
-        f"   {target.name:8} c={concurrency:<3}{client} {report.phase_line(target.name, summary)}",
-        flush=True,
-    )
     return summary
 
 
