@@ -6,7 +6,7 @@ import asyncio
 import base64
 import itertools
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import orjson
@@ -62,6 +62,14 @@ async def _serve_in_pieces(
         await response.write_eof()
         return response
 
+    async for response in _answered_by(handler):
+        yield response
+
+
+async def _answered_by(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """The client's response from a real server whose one route is `handler`."""
     app = web.Application()
     app.router.add_post("/", handler)
     async with (
@@ -127,13 +135,7 @@ async def test_an_answer_cut_inside_the_image_is_truncated() -> None:
         request.transport.close()
         return response
 
-    app = web.Application()
-    app.router.add_post("/", handler)
-    async with (
-        TestServer(app) as server,
-        aiohttp.ClientSession() as session,
-        session.post(server.make_url("/")) as response,
-    ):
+    async for response in _answered_by(handler):
         read = await read_until_image(response, MARKER, lambda _: None)
         assert isinstance(read, ImageHead)
         with pytest.raises(TruncatedImage):
