@@ -13,7 +13,7 @@ import itertools
 import secrets
 
 _PREFIX = secrets.token_hex(8)
-_COUNTER = itertools.count(secrets.randbits(32))
+_COUNTER = itertools.count(secrets.randbits(64))
 
 
 def new_id() -> str:
