@@ -91,8 +91,24 @@ def test_what_each_attempt_costs(
 
 def test_estimate_takes_the_dearest_candidate() -> None:
     request = _request(n=3)
-    assert estimate([Price(per_image=0.01), Price(per_image=0.04)], request) == 120_000
+    assert estimate([(Price(per_image=0.01), 10), (Price(per_image=0.04), 10)], request) == 120_000
     assert estimate([], request) == 0
+
+
+def test_estimate_counts_the_input_images_of_every_fanned_out_call() -> None:
+    # Gemini makes one image per call: n=3 with 2 input images is 3 calls, each sending both.
+    request = _request(n=3, input_images=(InputImage(b"x", "image/png"),) * 2)
+    price = Price(per_image=0.04, per_input_image=0.01)
+    one_call_each = estimate([(price, 1)], request)
+    assert one_call_each == 3 * 40_000 + 3 * 2 * 10_000
+    # A deployment that makes all three in one call sends the inputs once.
+    assert estimate([(price, 4)], request) == 3 * 40_000 + 2 * 10_000
+    # And it is what the attempts are booked at, call by call.
+    booked = sum(
+        attempt_cost(price, request, Attempt("d", "gemini", "g", None, None, 1.0, images=1))
+        for _ in range(3)
+    )
+    assert booked == one_call_each
 
 
 @pytest.mark.parametrize(

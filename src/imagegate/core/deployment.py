@@ -41,6 +41,13 @@ class Price:
     batch_discount: float = 0.0  # share taken off for batch requests (0.5 = half price)
 
 
+def calls_for(n: int, max_n: int) -> list[int]:
+    """How many images each upstream call asks for when `n` are wanted from a deployment that
+    makes at most `max_n` per call: the router's fan-out, which pricing must follow too."""
+    per_call = max(1, max_n)
+    return [min(per_call, n - start) for start in range(0, n, per_call)]
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a deployment can honour. The router only sends it requests it can serve."""

@@ -93,7 +93,14 @@ class Ledger:
         return found.price if found is not None else Price()
 
     def estimate(self, request: ImageRequest, deployments: Iterable[str]) -> int:
-        return estimate([self.price(name) for name in deployments], request)
+        return estimate([(self.price(name), self._max_n(name)) for name in deployments], request)
+
+    def _max_n(self, deployment: str) -> int:
+        """Images per call; 1 when the deployment does not say (the dearest assumption: the
+        most calls, each carrying the input images)."""
+        found = self.deployments.get(deployment)
+        caps = found.capabilities if found is not None else None
+        return caps.max_n if caps is not None else 1
 
     # -- lifetime -----------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from imagegate.core.deployment import Price
+from imagegate.core.deployment import Price, calls_for
 from imagegate.core.errors import FailureKind
 from imagegate.core.geometry import TIERS, tier_for
 from imagegate.core.request import ImageRequest
@@ -119,9 +119,17 @@ def attempt_cost(price: Price, request: ImageRequest, attempt: Attempt) -> int:
     return table_cost(price, request, billed_images(attempt))
 
 
-def estimate(prices: Iterable[Price], request: ImageRequest) -> int:
-    """The most `request` can cost: n images at the dearest candidate's price (µUSD).
+def estimate(candidates: Iterable[tuple[Price, int]], request: ImageRequest) -> int:
+    """The most `request` can cost at the dearest candidate (µUSD); a candidate is its price and
+    the images it makes per call. A deployment that makes fewer than n per call is called
+    several times, and every call carries (and bills) the input images again.
 
     Reserved against budgets at admission, so concurrent requests cannot overshoot one.
     """
-    return max((table_cost(price, request, request.n) for price in prices), default=0)
+    return max(
+        (
+            sum(table_cost(price, request, count) for count in calls_for(request.n, max_n))
+            for price, max_n in candidates
+        ),
+        default=0,
+    )

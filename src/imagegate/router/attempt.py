@@ -12,6 +12,7 @@ import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
+from imagegate.core.deployment import calls_for
 from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import Attempt, ImageResult
@@ -221,8 +222,7 @@ async def run_attempt(
     candidate: Candidate, request: ImageRequest, needed: int, context: AttemptContext
 ) -> AttemptOutcome:
     """Ask `candidate` for `needed` images, in parallel calls of at most `max_n` each."""
-    per_call = max(1, candidate.capabilities.max_n)
-    counts = [min(per_call, needed - start) for start in range(0, needed, per_call)]
+    counts = calls_for(needed, candidate.capabilities.max_n)
     calls = [
         call_once(
             candidate,
