@@ -2,8 +2,9 @@
 
 Runs on this machine vary by up to a third between hours (a shared virtual machine), far more
 than most changes to the hot path, so figures from two runs cannot be compared. Here both
-gateways serve the same fake at the same time of day: the base revision (a `git worktree` of
-REV, imported through PYTHONPATH) and the working tree. Phases alternate, A B B A A B ..., and
+gateways serve the same fake at the same time of day: the base revision (`src/` of REV,
+unpacked and put first on its PYTHONPATH, as `chaos.py --gateway-rev` does) and the working
+tree. Phases alternate, A B B A A B ..., and
 the medians of gateway CPU per image, req/s and p50 are printed with every phase's CPU figure.
 """
 
@@ -11,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,13 +20,16 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import aiohttp
+import uvloop
+
 from bench import load
-from bench.procs import REPO, Proc, ProcessSet, tune_own_allocator
+from bench.procs import Proc, ProcessSet, revision_source, tune_own_allocator
 from bench.routes import ROUTES
 
 
 async def phase(
-    session: load.aiohttp.ClientSession, target: load.Target, args: argparse.Namespace, gw: Proc
+    session: aiohttp.ClientSession, target: load.Target, args: argparse.Namespace, gw: Proc
 ) -> tuple[float, float, float]:
     """(gateway CPU ms per image, req/s, p50 ms) of one measured phase after a short warm-up."""
     await load.run_for(session, target, args.concurrency, 0.5)
@@ -42,17 +44,16 @@ async def phase(
     return cpu, tally.ok / elapsed, 1000 * latencies[len(latencies) // 2]
 
 
-async def compare(args: argparse.Namespace, base_src: Path) -> None:
+async def compare(args: argparse.Namespace) -> None:
     spec = ROUTES[args.route]
     if spec.fake_kind is None:
         raise SystemExit(f"route {args.route} has no upstream to share")
     with ProcessSet(keep_logs=args.keep_logs) as procs:
         fake = procs.start_fake(spec.fake_kind, "ab-key")
         env = spec.key_env_for("ab-key")
+        base = revision_source(args.base, procs.workdir)
         gateways = {
-            f"A {args.base}": procs.start_gateway(
-                spec.settings(fake.url), {**env, "PYTHONPATH": str(base_src)}
-            ),
+            f"A {args.base}": procs.start_gateway(spec.settings(fake.url), {**env, **base}),
             "B working tree": procs.start_gateway(spec.settings(fake.url), env),
         }
         figures: dict[str, list[tuple[float, float, float]]] = {name: [] for name in gateways}
@@ -92,22 +93,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="imagegate-ab-") as scratch:
-        tree = Path(scratch) / "base"
-        subprocess.run(
-            ["git", "worktree", "add", "--detach", "--quiet", str(tree), args.base],
-            cwd=REPO,
-            check=True,
-        )
-        try:
-            tune_own_allocator()
-            import uvloop
-
-            uvloop.run(compare(args, tree / "src"))
-        finally:
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=False
-            )
+    tune_own_allocator()
+    uvloop.run(compare(args))
     return 0
 
 

@@ -21,7 +21,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tarfile
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -44,7 +43,15 @@ from bench.chaos_client import (
     run_closed,
     run_open,
 )
-from bench.procs import REPO, Proc, ProcessSet, StartError, _wait_for_url, free_port
+from bench.procs import (
+    REPO,
+    Proc,
+    ProcessSet,
+    StartError,
+    _wait_for_url,
+    free_port,
+    revision_source,
+)
 from bench.report import Check
 
 RESULTS = REPO / "bench" / "results" / "chaos.json"
@@ -549,7 +556,7 @@ async def run_chaos(plan: ChaosPlan, gateway_rev: str | None, keep_logs: bool) -
         "scenarios": {},
     }
     with ProcessSet(keep_logs=keep_logs) as procs, Decoder() as decoder:
-        env = _gateway_source(gateway_rev, procs.workdir) if gateway_rev else {}
+        env = revision_source(gateway_rev, procs.workdir) if gateway_rev else {}
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0),
             timeout=aiohttp.ClientTimeout(total=plan.deadline_seconds + 60, sock_connect=10),
@@ -572,20 +579,6 @@ async def _scenario_or_reason(bench: Bench, name: str) -> dict[str, Any]:
         return {"id": name, "error": str(exc)}
     print(report.console_scenario(result), flush=True)
     return result
-
-
-def _gateway_source(rev: str, workdir: Path) -> dict[str, str]:
-    """Unpack ``src/`` of a git revision and put it first on the gateway's PYTHONPATH.
-
-    Lets a run measure committed code while the working tree is half-way through a change.
-    """
-    archive = workdir / "gateway-src.tar"
-    with archive.open("wb") as out:
-        subprocess.run(["git", "archive", rev, "src"], cwd=REPO, stdout=out, check=True)
-    target = workdir / "gateway-src"
-    with tarfile.open(archive) as tar:
-        tar.extractall(target, filter="data")
-    return {"PYTHONPATH": str(target / "src")}
 
 
 def _gateway_label(rev: str | None) -> str:

@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -182,6 +183,21 @@ class ProcessSet:
         proc.url = f"http://127.0.0.1:{port}"
         _wait_for_health(proc, f"{proc.url}/healthz", timeout)
         return proc
+
+
+def revision_source(rev: str, workdir: Path) -> dict[str, str]:
+    """Unpack ``src/`` of a git revision and put it first on the gateway's PYTHONPATH.
+
+    Lets a run measure committed code while the working tree is half-way through a change, or
+    two revisions side by side (bench/ab.py). Returns the gateway's extra environment.
+    """
+    archive = workdir / "gateway-src.tar"
+    with archive.open("wb") as out:
+        subprocess.run(["git", "archive", rev, "src"], cwd=REPO, stdout=out, check=True)
+    target = workdir / "gateway-src"
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    return {"PYTHONPATH": str(target / "src")}
 
 
 def check_config(settings: Mapping[str, Any], workdir: Path, env: Mapping[str, str]) -> str | None:
