@@ -5,11 +5,12 @@ One batch is one transaction of bulk statements, whatever its size:
 
     SELECT   … FOR UPDATE the rows admission wrote (pending) and rows re-priced later, by
              ledger id; none at all in open mode and for keys without a budget
-    INSERT   request rows nobody admitted to the database (no budget, no Idempotency-Key)
-             … ON CONFLICT (ledger_id) DO NOTHING RETURNING; one that was there already
-             means a replay: the transaction is redone with every row read first
+    INSERT   request rows nobody admitted to the database (no budget, no Idempotency-Key);
+             one that is there already (a unique ledger id) means a replay: the
+             transaction is redone with every row read first
     UPDATE   pending rows to succeeded / failed; re-priced rows to their usage cost (executemany)
-    INSERT   attempt rows … ON CONFLICT (request_pk, seq) DO NOTHING
+    INSERT   attempt rows, each finding its request row by ledger id … ON CONFLICT
+             (request_pk, seq) DO NOTHING
     UPSERT   spend counters, booked += cost, reserved -= the estimate the row reserved
 
 Applying a record twice changes nothing: a settlement applies only to a row that is missing,
@@ -17,19 +18,26 @@ Applying a record twice changes nothing: a settlement applies only to a row that
 was still in flight: it was answered, so it is booked after all), and a usage update only to a
 `succeeded` row still priced by the table. That is what lets the journal be replayed after a
 crash without knowing how much of it was applied.
+
+The two inserts, one row per request and per attempt, run as plain executemany statements with
+positional tuples (`_Insert`): SQLAlchemy's own executemany processed every parameter of every
+row in Python, which was most of the cost of booking a request.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import ColumnDefault, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import Insert
 
 from imagegate.state.bookings import ABANDONED, PENDING, SUCCEEDED
 from imagegate.state.models import AttemptRow, RequestRow, SpendRow
@@ -114,14 +122,14 @@ async def _apply(engine: AsyncEngine, records: Sequence[Record], *, read_all: bo
                 _settle(plan, known, record)
             else:
                 _reprice(plan, known, record)
-        await _write(connection, engine.dialect.name, plan, known, strict=read_all)
+        await _write(connection, plan, known, strict=read_all)
     return plan.applied
 
 
 def _to_read(records: Sequence[Record], *, read_all: bool) -> set[str]:
     """The rows whose state the batch needs: all of them, or (the common case, which saves a
-    round trip per batch) only rows admitted as pending and rows re-priced by a settlement of
-    an earlier batch. A settlement that admission did not write is taken for new; if its insert
+    query per batch) only rows admitted as pending and rows re-priced by a settlement of an
+    earlier batch. A settlement that admission did not write is taken for new; if its insert
     then meets the row, `_write` raises _Replayed."""
     if read_all:
         return {record["id"] for record in records}
@@ -209,42 +217,32 @@ def _add_spend(plan: _Plan, record: Record, booked: int, reserved: int) -> None:
 
 
 async def _write(
-    connection: AsyncConnection,
-    dialect: str,
-    plan: _Plan,
-    known: Mapping[str, _Known],
-    *,
-    strict: bool,
+    connection: AsyncConnection, plan: _Plan, known: Mapping[str, _Known], *, strict: bool
 ) -> None:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    dialect = connection.dialect
+    inserts = _inserts(dialect)
     if plan.inserts:
-        inserted = await connection.execute(
-            insert(REQUESTS)
-            .on_conflict_do_nothing(index_elements=["ledger_id"])
-            .returning(REQUESTS.c.id, REQUESTS.c.ledger_id),
-            plan.inserts,
-        )
-        returned = inserted.all()
-        if len(returned) != len(plan.inserts):
+        try:
+            await connection.exec_driver_sql(
+                inserts.request.sql, [inserts.request.params(row) for row in plan.inserts]
+            )
+        except IntegrityError as exc:
+            # A ledger id that is there already (the only unique column these rows fill).
             if not strict:
-                raise _Replayed
-            # Someone else wrote one of these rows since the SELECT: roll back, and the retry
-            # reads it as known (only possible if two processes applied the same journal).
-            raise ConcurrentApply(f"{len(plan.inserts) - len(returned)} row(s) appeared meanwhile")
-        for pk, lid in returned:
-            known[lid].pk = pk
+                raise _Replayed from exc
+            # Read as missing a moment ago: only another process applying the same journal
+            # can have written it since. The writer retries, and then reads it.
+            raise ConcurrentApply(f"a ledger row appeared while this batch applied: {exc}") from exc
     by_pk = REQUESTS.c.id == bindparam("b_pk")
     await _update_many(connection, REQUESTS, by_pk, plan.updates)
     await _update_many(connection, REQUESTS, by_pk, plan.reprices)
     by_seq = (ATTEMPTS.c.request_pk == bindparam("b_pk")) & (ATTEMPTS.c.seq == bindparam("b_seq"))
     await _update_many(connection, ATTEMPTS, by_seq, plan.attempt_costs)
-    attempts = _attempt_rows(known)
+    attempts = _attempt_params(known, inserts.attempt)
     if attempts:
-        await connection.execute(
-            insert(ATTEMPTS).on_conflict_do_nothing(index_elements=["request_pk", "seq"]),
-            attempts,
-        )
+        await connection.exec_driver_sql(inserts.attempt.sql, attempts)
     if plan.spend:
+        insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
         upsert = insert(SPEND)
         upsert = upsert.on_conflict_do_update(
             index_elements=["key_id", "period", "start"],
@@ -272,12 +270,97 @@ async def _update_many(
         await connection.execute(update(table).where(where), group)
 
 
-def _attempt_rows(known: Mapping[str, _Known]) -> list[dict[str, Any]]:
+def _attempt_params(known: Mapping[str, _Known], insert: _Insert) -> list[tuple[Any, ...]]:
     rows = []
-    for found in known.values():
+    for ledger_id, found in known.items():
         if found.attempts is None or found.written is None:
             continue
         settled_at = found.written["settled_at"]
         for seq, attempt in enumerate(found.attempts):
-            rows.append({**attempt, "request_pk": found.pk, "seq": seq, "created_at": settled_at})
+            values = {**attempt, "ledger_id": ledger_id, "seq": seq, "created_at": settled_at}
+            rows.append(insert.params(values))
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class _Insert:
+    """An INSERT compiled for one dialect, run as a plain executemany of positional tuples."""
+
+    sql: str
+    # The parameters in the order the SQL takes them, each with the value for a row that
+    # leaves it out (its column's scalar default, else None).
+    fields: tuple[tuple[str, Any], ...]
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # the types' bind conversions
+
+    @classmethod
+    def compile(cls, statement: Insert, dialect: Dialect, defaults: Mapping[str, Any]) -> _Insert:
+        compiled = statement.compile(dialect=dialect)
+        names = tuple(compiled.positiontup or ())
+        if len(names) != len(compiled.binds):
+            raise RuntimeError(f"{dialect.name}: the ledger inserts need a positional paramstyle")
+        processors = []
+        for index, name in enumerate(names):
+            type_ = compiled.binds[name].type
+            process = type_.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors.append((index, process))
+        fields = tuple((name, defaults.get(name)) for name in names)
+        return cls(compiled.string, fields, tuple(processors))
+
+    def params(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        row = [values.get(name, default) for name, default in self.fields]
+        for index, process in self.processors:
+            row[index] = process(row[index])
+        return tuple(row)
+
+
+@dataclass(frozen=True, slots=True)
+class _Inserts:
+    request: _Insert
+    attempt: _Insert
+
+
+_COMPILED: dict[tuple[str, str, str], _Inserts] = {}
+
+
+def _inserts(dialect: Dialect) -> _Inserts:
+    key = (dialect.name, dialect.driver, dialect.paramstyle)
+    found = _COMPILED.get(key)
+    if found is None:
+        found = _COMPILED[key] = _Inserts(_request_insert(dialect), _attempt_insert(dialect))
+    return found
+
+
+def _request_insert(dialect: Dialect) -> _Insert:
+    columns = [column for column in REQUESTS.columns if column.name != "id"]
+    # inline: no RETURNING of the new keys (the attempts find them by ledger id)
+    statement = (
+        REQUESTS.insert()
+        .inline()
+        .values({column.name: bindparam(column.name, type_=column.type) for column in columns})
+    )
+    return _Insert.compile(statement, dialect, _scalar_defaults(REQUESTS))
+
+
+def _attempt_insert(dialect: Dialect) -> _Insert:
+    """INSERT … SELECT: each attempt finds its request's key by ledger id, so rows inserted a
+    statement earlier need no RETURNING. Conflicts are left alone (a replay of attempts)."""
+    columns = [column for column in ATTEMPTS.columns if column.name not in ("id", "request_pk")]
+    source = select(
+        REQUESTS.c.id, *[bindparam(column.name, type_=column.type) for column in columns]
+    ).where(REQUESTS.c.ledger_id == bindparam("ledger_id", type_=REQUESTS.c.ledger_id.type))
+    insert = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(ATTEMPTS)
+        .from_select(["request_pk", *[column.name for column in columns]], source)
+        .on_conflict_do_nothing(index_elements=["request_pk", "seq"])
+    )
+    return _Insert.compile(statement, dialect, _scalar_defaults(ATTEMPTS))
+
+
+def _scalar_defaults(table: Table) -> dict[str, Any]:
+    return {
+        column.name: column.default.arg
+        for column in table.columns
+        if isinstance(column.default, ColumnDefault) and column.default.is_scalar
+    }
