@@ -170,15 +170,22 @@ class ProcessSet:
         return proc
 
     def start_gateway(
-        self, settings: Mapping[str, Any], env: Mapping[str, str], timeout: float = 30.0
+        self,
+        settings: Mapping[str, Any],
+        env: Mapping[str, str],
+        timeout: float = 30.0,
+        wrapper: Sequence[str] = (),
     ) -> Proc:
-        """``imagegate serve`` with this config and the allocator settings; ready on /healthz."""
+        """``imagegate serve`` with this config and the allocator settings; ready on /healthz.
+
+        `wrapper` goes before the command (``valgrind --tool=callgrind ...``: same pid)."""
         port = free_port()
         data_dir = self.workdir / f"data-{port}"
         config = {**settings, "server": {"host": "127.0.0.1", "port": port, "data_dir": data_dir}}
         config_path = self.workdir / f"gateway-{port}.yaml"
         config_path.write_text(yaml.safe_dump(_plain(config), sort_keys=False))
-        argv = [_imagegate_exe(), "serve", "--config", str(config_path), "--port", str(port)]
+        argv = [*wrapper, _imagegate_exe(), "serve", "--config", str(config_path)]
+        argv += ["--port", str(port)]
         proc = self.spawn("gateway", argv, env={**ALLOCATOR_ENV, **env})
         proc.url = f"http://127.0.0.1:{port}"
         _wait_for_health(proc, f"{proc.url}/healthz", timeout)
