@@ -63,7 +63,7 @@ async def admit(
         route="img",
         key=key,
         periods=() if key is None else budget.periods(key, now),
-        estimate_micros=ledger.estimate(request, candidates),
+        estimate=lambda: ledger.estimate(request, candidates),
         now=now,
     )
 

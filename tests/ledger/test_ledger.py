@@ -43,7 +43,7 @@ async def _admit(ledger: Ledger, n: int = 1, idem: str | None = None, rid: str =
         route="img",
         key=KEY,
         periods=budget.periods(KEY, now),
-        estimate_micros=ledger.estimate(request, ["cheap", "dear"]),
+        estimate=lambda: ledger.estimate(request, ["cheap", "dear"]),
         now=now,
     )
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 import pytest
 
 from imagegate.core.deployment import Limits
-from imagegate.router.pacer import MemoryPacer, NoCapacity, Pacer
+from imagegate.router.pacer import MemoryPacer, NoCapacity, Pacer, _Bound, _Slot
 
 T = TypeVar("T")
 
@@ -435,3 +435,25 @@ async def test_the_default_margin_keeps_a_send_counted_past_the_minute() -> None
     pacer.register("k", Limits(images_per_minute=1))
     (await pacer.acquire(["k"], 1, None)).release()
     assert pacer.earliest(["k"], 1) == pytest.approx(61.0)
+
+
+def test_ready_at_agrees_with_bound_in_every_state() -> None:
+    """`ready_at` is `bound` without the reason, written out for speed: the two must agree."""
+    rng = random.Random(11)
+    choices = [None, 0, 1, 2, 5]
+    for _ in range(3000):
+        limits = Limits(
+            images_per_minute=rng.choice(choices),
+            requests_per_minute=rng.choice(choices),
+            requests_per_day=rng.choice(choices),
+            concurrency=rng.choice(choices),
+        )
+        slot = _Slot("k", limits)
+        now = 1000.0
+        for sent in sorted(now + rng.uniform(-70, 5) for _ in range(rng.randrange(4))):
+            slot.record(sent, rng.randrange(1, 3))  # in time order, as the pacer records
+        slot.blocked_until = rng.choice([-math.inf, now - 1, now + rng.uniform(0, 90)])
+        slot.disabled_until = rng.choice([-math.inf, now - 1, now + rng.uniform(0, 90)])
+        images = rng.randrange(1, 4)
+        at, bound = slot.bound(images, now)
+        assert slot.ready_at(images, now) == (math.inf if bound is _Bound.DISABLED else at)

@@ -147,7 +147,7 @@ class Ledger:
         route: str,
         key: ClientKey | None,
         periods: Sequence[Period],
-        estimate_micros: int,
+        estimate: Callable[[], int],
         now: datetime.datetime,
     ) -> Booking:
         """Raises state.bookings.BudgetRefusal or AlreadyAdmitted; nothing is written then.
@@ -155,6 +155,7 @@ class Ledger:
         Only a key with a budget reserves (and so writes its pending row now): the reservation
         is what keeps concurrent requests from overshooting it. An Idempotency-Key also writes
         the row now, to claim its slot. Every other request touches no database here.
+        `estimate` (the most the request can cost, µUSD) is called only for a reservation.
         """
         if self.writer.backlogged:
             # The database has fallen far behind (down?): wait for it before spending more
@@ -188,7 +189,7 @@ class Ledger:
                 row,
                 lineage=lineage,
                 periods=periods if budgeted else (),
-                estimate_micros=estimate_micros if budgeted else 0,
+                estimate_micros=estimate() if budgeted else 0,
                 idempotency_slot=slot,
                 unapplied=self.writer.unapplied(lineage) if budgeted and lineage else None,
             )

@@ -45,7 +45,7 @@ class Admission:
                 route=request.model,
                 key=key,
                 periods=periods,
-                estimate_micros=self.ledger.estimate(request, deployments),
+                estimate=lambda: self.ledger.estimate(request, deployments),
                 now=now,
             )
         except BudgetRefusal as exc:

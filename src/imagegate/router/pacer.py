@@ -339,9 +339,22 @@ class _Slot:
         return max(waits, key=lambda wait: wait[0])
 
     def ready_at(self, images: int, now: float) -> float:
-        at, bound = self.bound(images, now)
-        # A disabled key is not waited for: its failure (auth, billing) outlasts any deadline.
-        return math.inf if bound is _Bound.DISABLED else at
+        """`bound`'s instant without its reason (asked on every acquire, so kept lean).
+
+        A disabled key is not waited for: its failure (auth, billing) outlasts any deadline.
+        """
+        self.prune(now)
+        limits = self.limits
+        start = max(now, self.requests.newest)
+        at = max(
+            start,
+            self.blocked_until,
+            math.inf if limits.concurrency == 0 else start,
+            self.images.earliest(start, images, limits.images_per_minute),
+            self.requests.earliest(start, 1, limits.requests_per_minute),
+            self.daily.earliest(start, 1, limits.requests_per_day),
+        )
+        return math.inf if self.disabled_until > at else at
 
     def record(self, at: float, images: int) -> _Sent:
         return _Sent(

@@ -192,7 +192,7 @@ class _Run:
 
     def _later_has_capacity(self, candidate: Candidate, queue: list[Candidate]) -> bool:
         pacer = self.context.pacer
-        if pacer.earliest(list(candidate.slots), 1) <= 0:
+        if not queue or pacer.earliest(list(candidate.slots), 1) <= 0:
             return False
         return any(pacer.earliest(list(other.slots), 1) <= 0 for other in queue)
 
