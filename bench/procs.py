@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import os
 import re
 import resource
@@ -223,6 +224,14 @@ def check_config(settings: Mapping[str, Any], workdir: Path, env: Mapping[str, s
     return None if done.returncode == 0 else (done.stdout + done.stderr).strip()
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` (0: this process) onto `cpus`; threads started later inherit it."""
+    tasks = Path(f"/proc/{pid or os.getpid()}/task")
+    for tid in tasks.iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(tid.name), cpus)
+
+
 def machine_cpu_seconds() -> tuple[float, float]:
     """CPU seconds all processes spent since boot, from /proc/stat: (tasks, tasks + irqs).
 
@@ -241,6 +250,22 @@ def steal_seconds() -> float:
     `steal`), since boot. On a shared VM a phase with steal ran on less machine than it seems."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
     return int(fields[8]) / _CLK_TCK
+
+
+def speed_reference_ms(rounds: int = 5) -> float:
+    """The best of `rounds` timings of a fixed piece of pure Python (~0.1 s on a fast core).
+
+    This virtual machine runs the same code up to twice as slow at some hours than at others
+    (steal does not show it all: neighbours share caches and memory bandwidth too). A run's
+    figures are comparable with another's only together with this reference."""
+    best = math.inf
+    for _ in range(rounds):
+        started = time.perf_counter()
+        total = 0
+        for value in range(1_000_000):
+            total += value & 7
+        best = min(best, time.perf_counter() - started)
+    return round(best * 1000, 1)
 
 
 def load_average() -> list[float]:

@@ -44,7 +44,9 @@ from bench.procs import (
     check_config,
     load_average,
     machine_cpu_seconds,
+    pin,
     raise_open_files_limit,
+    speed_reference_ms,
     steal_seconds,
     tune_own_allocator,
 )
@@ -74,6 +76,8 @@ class Plan:
     parsing_client: bool = True
     # c=16 and c=64 are measured in this many alternating rounds (the count or time is split).
     rounds: int = 3
+    # c=64 again with the gateway on a core of its own, the client and the fake on the other.
+    pinned: bool = True
 
     @classmethod
     def quick_run(cls, routes: Sequence[str] = ("openai", "gemini")) -> Plan:
@@ -121,6 +125,7 @@ async def run_benchmark(plan: Plan, keep_logs: bool = False) -> dict[str, Any]:
         "open_files_limit": raise_open_files_limit(),
         "client_allocator_tuned": plan.tune_client_allocator and tune_own_allocator(),
         "loadavg_before": load_average(),
+        "speed_reference_ms_before": speed_reference_ms(),
         "routes": {},
     }
     with ProcessSet(keep_logs=keep_logs) as procs:
@@ -130,6 +135,7 @@ async def run_benchmark(plan: Plan, keep_logs: bool = False) -> dict[str, Any]:
             results["routes"][name] = await _route_or_reason(spec, plan, procs)
     results["finished_utc"] = _now()
     results["loadavg_after"] = load_average()
+    results["speed_reference_ms_after"] = speed_reference_ms()
     return results
 
 
@@ -186,12 +192,46 @@ async def bench_route(spec: RouteSpec, plan: Plan, procs: ProcessSet) -> dict[st
                 outcome["phases"][f"{label}_parsing"] = await _level(
                     session, parsing, concurrency, count, plan, watched
                 )
+        cpus = sorted(os.sched_getaffinity(0))
+        if plan.pinned and direct is not None and fake is not None and len(cpus) >= 2:
+            outcome["phases"]["c64_pinned"] = await _pinned_level(
+                session, targets, plan, watched, {cpus[0]}, {cpus[-1]}
+            )
         if plan.profile_seconds > 0:
             outcome["profile"] = await _profile(session, targets[-1], gateway, plan, procs)
     procs.stop_all()
     outcome["burst"] = await bench_burst(spec, plan, procs)
     outcome["derived"] = report.derive(outcome, len(os.sched_getaffinity(0)))
     return outcome
+
+
+async def _pinned_level(
+    session: aiohttp.ClientSession,
+    targets: Sequence[load.Target],
+    plan: Plan,
+    watched: Mapping[str, Proc | None],
+    shared: set[int],
+    own: set[int],
+) -> dict[str, dict[str, Any]]:
+    """c=64 with the load client and the fake on `shared` and the gateway alone on `own`.
+
+    On shared cores the gateway's CPU is taken from the client and the fake, so through the
+    gateway every answer costs the machine more than direct, whatever the gateway does with
+    it. Here direct gets one core for client and fake, the gateway route the same core plus
+    the gateway's own: the ratio shows whether the gateway keeps up with its callers.
+    """
+    everyone = shared | own
+    gateway, fake = watched["gateway"], watched["fake"]
+    assert gateway is not None and fake is not None
+    try:
+        pin(0, shared)
+        pin(fake.pid, shared)
+        pin(gateway.pid, own)
+        return await _level(session, targets, 64, 0, plan, watched)
+    finally:
+        for pid in (0, fake.pid, gateway.pid):
+            with contextlib.suppress(OSError):
+                pin(pid, everyone)
 
 
 async def _first_requests(
@@ -447,6 +487,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="skip c=16 and c=64 with the client that parses each answer as an SDK does",
     )
+    parser.add_argument(
+        "--no-pinned",
+        action="store_true",
+        help="skip c=64 with the gateway on a core of its own",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs")
     args = parser.parse_args(argv)
     unknown = [name for name in args.routes.split(",") if name not in ROUTES]
@@ -464,6 +509,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         plan = replace(plan, tune_client_allocator=False)
     if args.no_parsing_client:
         plan = replace(plan, parsing_client=False)
+    if args.no_pinned:
+        plan = replace(plan, pinned=False)
     return plan
 
 
