@@ -152,3 +152,17 @@ async def test_escapes_are_looked_for_until_a_piece_shows_a_plain_slash() -> Non
         read = await read_until_image(response, MARKER, lambda _: None)
         assert isinstance(read, ImageHead)
         assert b"".join([piece async for piece in read.source.chunks()]) == b64
+
+
+async def test_the_first_and_last_pieces_are_views_of_what_was_received_not_copies() -> None:
+    # A 1.5 MB answer arrives in ~250 KB reads; the image starts inside the first and ends inside
+    # the last. Slicing those out copied ~0.5 MB per answer on the hot path.
+    body = _answer(PNG_B64)
+    middle = body.index(b"b64_json") + len(PNG_B64) // 2
+    async for response in _serve_in_pieces(body, [middle], chunked=False):
+        read = await read_until_image(response, MARKER, lambda _: None)
+        assert isinstance(read, ImageHead)
+        pieces = [piece async for piece in read.source.chunks()]
+    assert len(pieces) == 2
+    assert all(isinstance(piece, memoryview) for piece in pieces)
+    assert b"".join(pieces) == PNG_B64

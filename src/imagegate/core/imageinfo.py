@@ -59,16 +59,19 @@ def sniff(data: bytes) -> ImageInfo | None:
     raise NotAnImage("not a PNG, JPEG, WebP or GIF image")
 
 
-def sniff_b64(b64_prefix: bytes) -> ImageInfo | None:
-    """Like `sniff`, on the start of the image's base64 text (either alphabet).
+def sniff_b64(b64_prefix: bytes | memoryview, end: int | None = None) -> ImageInfo | None:
+    """Like `sniff`, on the start of the image's base64 text (either alphabet): `b64_prefix`,
+    or its first `end` characters.
 
     Decodes a growing prefix (64 characters hold a PNG or WebP header; JPEG may need more), so
     the cost stays tiny however much text is passed: this runs once per image on the hot path.
+    Only that prefix is copied, never the text up to `end` (pass a memoryview to spare slicing).
     """
+    available = len(b64_prefix) if end is None else min(end, len(b64_prefix))
     step = 64
     while True:
-        info = _sniff_b64_prefix(b64_prefix[:step])
-        if info is not None or step >= len(b64_prefix):
+        info = _sniff_b64_prefix(bytes(b64_prefix[: min(step, available)]))
+        if info is not None or step >= available:
             return info
         step *= 8
 

@@ -12,12 +12,16 @@ import base64
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 
+# A piece of base64 text: bytes, or a view into a buffer received from the upstream (the first
+# and last pieces of a streamed image start or end inside one; a view spares copying them).
+Piece = bytes | memoryview
+
 
 class B64Source(ABC):
     """Base64 text (standard alphabet) of one encoded image. A source can be read once."""
 
     @abstractmethod
-    def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncIterator[Piece]:
         """Yield the base64 text in pieces. Raises `TruncatedImage` if the upstream breaks off."""
 
     async def read(self) -> bytes:
@@ -39,7 +43,7 @@ class HeldB64(B64Source):
     def from_bytes(cls, raw: bytes) -> HeldB64:
         return cls(base64.b64encode(raw))
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[Piece]:
         yield self._b64
 
     async def read(self) -> bytes:

@@ -17,7 +17,7 @@ import aiohttp
 
 from imagegate.core.errors import FailureKind, UpstreamError
 from imagegate.core.imageinfo import MAX_HEADER_B64, ImageInfo, NotAnImage, sniff_b64
-from imagegate.core.payload import B64Source, HeldB64, TruncatedImage
+from imagegate.core.payload import B64Source, HeldB64, Piece, TruncatedImage
 from imagegate.core.result import GeneratedImage
 
 # Cap on how much of a non-image answer we hold (error bodies, empty 200s).
@@ -49,7 +49,7 @@ def held_images(slices: list[bytes], provider: str) -> list[GeneratedImage]:
     images = []
     for b64 in slices:
         try:
-            info = sniff_b64(b64[:MAX_HEADER_B64])
+            info = sniff_b64(b64, MAX_HEADER_B64)
         except NotAnImage as exc:
             raise UpstreamError(
                 FailureKind.EMPTY, f"{provider} answered with image data that is unusable: {exc}"
@@ -115,65 +115,78 @@ async def read_until_image(
         buf += chunk
         if len(buf) > MAX_PLAIN_BODY:
             raise NotAnImage("upstream answer too large and without an image")
-    head, rest = buf[: match.end()], buf[match.end() :]
+    # The image text starts at `start` in `buf`; it is not sliced out (a copy of the piece).
+    start = match.end()
+    head = buf[:start]
     info = None
     while True:
-        end = rest.find(b'"')
-        info = sniff_b64(_unescape(rest[: MAX_HEADER_B64 if end < 0 else end]))
+        end = buf.find(b'"', start)
+        limit = (MAX_HEADER_B64 if end < 0 else end - start) + start
+        if buf.find(b"\\", start, limit) < 0:
+            info = sniff_b64(memoryview(buf)[start:limit])
+        else:
+            info = sniff_b64(_unescape(buf[start:limit]))
         if info is not None or end >= 0:
             break
-        if len(rest) > MAX_HEADER_B64:
+        if len(buf) - start > MAX_HEADER_B64:
             raise NotAnImage("no image header in the first 256 KB of image data")
         chunk = await _next_chunk(content)
         if not chunk:
             raise TruncatedImage("upstream answer ended inside the image data")
-        rest += chunk
+        buf += chunk
     if info is None:
         raise NotAnImage("image data too short to hold an image header")
-    return ImageHead(head, info, StreamedB64(response, head, rest, on_skeleton))
+    return ImageHead(head, info, StreamedB64(response, head, buf, start, on_skeleton))
 
 
 class StreamedB64(B64Source):
-    """The rest of one base64 string, read from the upstream as the client takes it."""
+    """The rest of one base64 string, read from the upstream as the client takes it.
+
+    The first piece is the received buffer from `start` on and the last one ends at the closing
+    quote: both go out as memoryviews of what was received, not as copies.
+    """
 
     def __init__(
         self,
         response: aiohttp.ClientResponse,
         head: bytes,
         first: bytes,
+        start: int,
         on_skeleton: Callable[[bytes], None],
     ) -> None:
         self._response = response
         self._head = head
         self._first = first
+        self._start = start
         self._on_skeleton = on_skeleton
         self._used = False
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncIterator[Piece]:
         if self._used:
             raise RuntimeError("a streamed image can be read once")
         self._used = True
-        data = self._first
+        data, start = self._first, self._start
         self._first = b""
         content = self._response.content
         # Until a piece shows that its encoder leaves `/` alone, pieces are checked for `\/`.
         check_escapes = True
         try:
-            while (end := data.find(b'"')) < 0:
-                if not check_escapes:
-                    yield data
-                elif b"\\" in data:
-                    yield data.replace(b"\\", b"")
+            while (end := data.find(b'"', start)) < 0:
+                if check_escapes and data.find(b"\\", start) >= 0:
+                    yield data[start:].replace(b"\\", b"")
                 else:
-                    yield data
+                    yield memoryview(data)[start:] if start else data
                     # A JSON encoder escapes every `/` or none, and base64 has no other
                     # character JSON escapes: no scan of the megabytes still to come.
-                    check_escapes = b"/" not in data
-                data = await _next_chunk(content)
+                    check_escapes = check_escapes and data.find(b"/", start) < 0
+                data, start = await _next_chunk(content), 0
                 if not data:
                     raise TruncatedImage("upstream answer ended inside the image data")
-            if end:
-                yield _unescape(data[:end]) if check_escapes else data[:end]
+            if end > start:
+                if check_escapes and data.find(b"\\", start, end) >= 0:
+                    yield data[start:end].replace(b"\\", b"")
+                else:
+                    yield memoryview(data)[start:end]
             tail = data[end:] + await content.read()
         except aiohttp.ClientError as exc:
             raise TruncatedImage(f"upstream connection broke inside the image data: {exc}") from exc

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from imagegate.core.errors import AllCandidatesFailed, ClientError, InvalidRequest
-from imagegate.core.payload import TruncatedImage
+from imagegate.core.payload import Piece, TruncatedImage
 from imagegate.core.result import ImageResult
 from imagegate.gateway import Gateway
 from imagegate.ledger.ledger import Booking
@@ -84,7 +84,7 @@ async def send_answer(
     booking: Booking,
     result: ImageResult,
     headers: dict[str, str],
-    pieces: AsyncIterator[bytes],
+    pieces: AsyncIterator[Piece],
     content_type: str,
 ) -> web.StreamResponse:
     """Stream the answer, release the upstream, and re-price once it was sent whole."""
@@ -98,7 +98,7 @@ async def send_answer(
 
 
 async def stream(
-    http: web.Request, headers: dict[str, str], pieces: AsyncIterator[bytes], content_type: str
+    http: web.Request, headers: dict[str, str], pieces: AsyncIterator[Piece], content_type: str
 ) -> tuple[web.StreamResponse, bool]:
     """Send the answer; True when it was sent whole (the upstream's usage is then known)."""
     # The 200 is committed once every image's header has been checked; if an upstream then
@@ -121,14 +121,14 @@ async def stream(
     return response, True
 
 
-async def coalesce(pieces: AsyncIterator[bytes], small: int = 16 * 1024) -> AsyncIterator[bytes]:
+async def coalesce(pieces: AsyncIterator[Piece], small: int = 16 * 1024) -> AsyncIterator[Piece]:
     """Join small pieces (JSON punctuation, the answer's head and tail) into one write.
 
     Each write is a chunk frame and a send call; an answer has a dozen pieces, half of them a
     few bytes long, so joining them saves syscalls. A large piece (the base64 as the upstream
     sent it) goes out as it is, after what was pending: joining it would copy it.
     """
-    pending: list[bytes] = []
+    pending: list[Piece] = []
     size = 0
     async for piece in pieces:
         if len(piece) >= small:

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from imagegate.core.errors import AllCandidatesFailed
+from imagegate.core.payload import Piece
 from imagegate.core.result import GeneratedImage, ImageResult, Usage
 
 SSE_END = b"\r\n\r\n"  # google-genai splits events on blank lines; Google sends CRLF
@@ -43,7 +44,7 @@ def _images(result: ImageResult) -> Iterator[tuple[GeneratedImage, ImageResult |
 
 async def _candidate(
     image: GeneratedImage, text_of: ImageResult | None, index: int, meta: AnswerMeta
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[Piece]:
     yield b'{"content":{"role":"model","parts":[{"inlineData":{"mimeType":"%s","data":"' % (
         image.mime_type.encode()
     )
@@ -65,7 +66,7 @@ def _tail(result: ImageResult, meta: AnswerMeta, *, usage: bool) -> bytes:
     return orjson.dumps(fields)[1:]  # without its "{": it continues the answer's object
 
 
-async def json_answer(result: ImageResult, meta: AnswerMeta) -> AsyncIterator[bytes]:
+async def json_answer(result: ImageResult, meta: AnswerMeta) -> AsyncIterator[Piece]:
     """`generateContent`: one response holding every candidate."""
     yield b'{"candidates":['
     for index, (image, text_of) in enumerate(_images(result)):
@@ -79,7 +80,7 @@ async def json_answer(result: ImageResult, meta: AnswerMeta) -> AsyncIterator[by
 
 async def stream_answer(
     result: ImageResult, meta: AnswerMeta, *, sse: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[Piece]:
     """`streamGenerateContent`: one chunk per candidate, each image whole in its chunk, the
     usage on the last; SSE events with `alt=sse`, else the elements of a JSON array."""
     total = len(result.images)

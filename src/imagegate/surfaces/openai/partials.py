@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import web
 
-from imagegate.core.payload import TruncatedImage
+from imagegate.core.payload import Piece, TruncatedImage
 from imagegate.core.request import ImageRequest
 from imagegate.core.result import GeneratedImage
 from imagegate.surfaces.openai.translate import image_event
@@ -46,7 +46,7 @@ class PartialStream:
         )
         await self.write(pieces)
 
-    async def write(self, pieces: AsyncIterator[bytes]) -> bool:
+    async def write(self, pieces: AsyncIterator[Piece]) -> bool:
         """Write pieces to the answer (committing it first); False once the client is gone."""
         try:
             if self.response is None:
@@ -75,7 +75,7 @@ class PartialStream:
             doc = {"error": {"message": body.decode("utf-8", "replace")}}
         event = orjson.dumps({"type": "error", **doc})
 
-        async def pieces() -> AsyncIterator[bytes]:
+        async def pieces() -> AsyncIterator[Piece]:
             yield b"event: error\ndata: " + event + b"\n\n"
 
         await self.write(pieces())

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.geometry import Size, parse_size
+from imagegate.core.payload import Piece
 from imagegate.core.request import Background, ImageRequest, InputImage, Quality
 from imagegate.core.result import GeneratedImage, ImageResult
 from imagegate.surfaces.openai.wire import EditRequest, GenerationRequest
@@ -155,7 +156,7 @@ def answer_tail(result: ImageResult, request: ImageRequest) -> bytes:
     return orjson.dumps(fields)[1:]  # without its "{": it continues the answer's object
 
 
-async def b64_answer(result: ImageResult, request: ImageRequest) -> AsyncIterator[bytes]:
+async def b64_answer(result: ImageResult, request: ImageRequest) -> AsyncIterator[Piece]:
     """The OpenAI answer as pieces, each image's base64 passed through as it arrives."""
     yield b'{"created":%d,"data":[' % int(time.time())
     for index, image in enumerate(result.images):
@@ -177,7 +178,7 @@ def url_answer(result: ImageResult, request: ImageRequest, urls: list[str]) -> b
 
 async def sse_answer(
     result: ImageResult, request: ImageRequest, family: str = "image_generation"
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[Piece]:
     """`stream: true`: one `<family>.completed` event per image (partials went out before, as
     they came: surfaces/openai/partials.py).
 
@@ -195,7 +196,7 @@ async def image_event(
     event: str,
     created: int,
     extra: Mapping[str, Any] | None = None,
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[Piece]:
     """One server-sent event carrying an image: its base64 passed through as it arrives."""
     name = event.encode()
     yield b"event: " + name + b'\ndata: {"type":"' + name + b'","b64_json":"'
