@@ -258,6 +258,18 @@ class _Bound(enum.Enum):
     REQUESTS_PER_DAY = enum.auto()
 
 
+# What each of `_Slot._instants` stands for (the first: QUEUE, or NOTHING when it is now).
+_LIMITS = (
+    _Bound.QUEUE,
+    _Bound.BLOCK,
+    _Bound.CONCURRENCY,
+    _Bound.IMAGES_PER_MINUTE,
+    _Bound.REQUESTS_PER_MINUTE,
+    _Bound.REQUESTS_PER_DAY,
+    _Bound.DISABLED,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class _Sent:
     """What one permit counted, so that it can be uncounted."""
@@ -312,49 +324,40 @@ class _Slot:
         ipm = self.limits.images_per_minute
         return math.inf if ipm is None else ipm - self.images.total
 
-    def bound(self, images: int, now: float) -> tuple[float, _Bound]:
-        """When this slot can send `images` next (math.inf: never), and which limit says so."""
+    def _instants(self, images: int, now: float) -> tuple[float, ...]:
+        """The first instant each limit allows the send, in `_LIMITS` order (disable last)."""
         self.prune(now)
         limits = self.limits
         # Never before the newest send or reservation: the windows stay in time order, which
         # prune() and earliest() rely on. Counting reservations mostly ensures this already,
         # but not once a waiter between two others was cancelled or a send refunded.
         start = max(now, self.requests.newest)
-        waits = [
-            (start, _Bound.NOTHING if start == now else _Bound.QUEUE),
-            (self.blocked_until, _Bound.BLOCK),
-            (math.inf if limits.concurrency == 0 else start, _Bound.CONCURRENCY),
-            (
-                self.images.earliest(start, images, limits.images_per_minute),
-                _Bound.IMAGES_PER_MINUTE,
-            ),
-            (
-                self.requests.earliest(start, 1, limits.requests_per_minute),
-                _Bound.REQUESTS_PER_MINUTE,
-            ),
-            (self.daily.earliest(start, 1, limits.requests_per_day), _Bound.REQUESTS_PER_DAY),
-            # Last, so that a disable ending just as another limit frees does not read as never.
-            (self.disabled_until, _Bound.DISABLED),
-        ]
-        return max(waits, key=lambda wait: wait[0])
-
-    def ready_at(self, images: int, now: float) -> float:
-        """`bound`'s instant without its reason (asked on every acquire, so kept lean).
-
-        A disabled key is not waited for: its failure (auth, billing) outlasts any deadline.
-        """
-        self.prune(now)
-        limits = self.limits
-        start = max(now, self.requests.newest)
-        at = max(
+        return (
             start,
             self.blocked_until,
             math.inf if limits.concurrency == 0 else start,
             self.images.earliest(start, images, limits.images_per_minute),
             self.requests.earliest(start, 1, limits.requests_per_minute),
             self.daily.earliest(start, 1, limits.requests_per_day),
+            self.disabled_until,
         )
-        return math.inf if self.disabled_until > at else at
+
+    def bound(self, images: int, now: float) -> tuple[float, _Bound]:
+        """When this slot can send `images` next (math.inf: never), and which limit says so."""
+        instants = self._instants(images, now)
+        first = _Bound.NOTHING if instants[0] == now else _Bound.QUEUE
+        # The disable is last, so that one ending just as another limit frees does not read as
+        # never: max() keeps the first of equal instants.
+        return max(zip(instants, (first, *_LIMITS[1:]), strict=True), key=lambda wait: wait[0])
+
+    def ready_at(self, images: int, now: float) -> float:
+        """`bound`'s instant without its reason (asked on every acquire, so kept lean).
+
+        A disabled key is not waited for: its failure (auth, billing) outlasts any deadline.
+        """
+        *others, disabled_until = self._instants(images, now)
+        at = max(others)
+        return math.inf if disabled_until > at else at
 
     def record(self, at: float, images: int) -> _Sent:
         return _Sent(
