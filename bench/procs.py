@@ -33,9 +33,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import yaml
+
+if TYPE_CHECKING:
+    from bench.routes import RouteSpec
 
 REPO = Path(__file__).resolve().parents[1]
 # PERFORMANCE.md: glibc hands large buffers back after every request, and faulting fresh pages
@@ -190,6 +193,17 @@ class ProcessSet:
         proc = self.spawn("gateway", argv, env={**ALLOCATOR_ENV, **env})
         proc.url = f"http://127.0.0.1:{port}"
         _wait_for_health(proc, f"{proc.url}/healthz", timeout)
+        return proc
+
+    def start_reference(self, spec: RouteSpec, upstream_url: str, key: str) -> Proc:
+        """bench/reference_gateway.py for `spec`'s route, with the gateway's allocator settings."""
+        port = free_port()
+        argv = [sys.executable, str(REPO / "bench" / "reference_gateway.py"), "--port", str(port)]
+        argv += ["--upstream", upstream_url, "--kind", spec.provider_kind, "--key", key]
+        argv += ["--model", spec.model]
+        proc = self.spawn("reference", argv, env=ALLOCATOR_ENV)
+        proc.url = f"http://127.0.0.1:{port}"
+        _wait_for_health(proc, f"{proc.url}/healthz", 30.0)
         return proc
 
 

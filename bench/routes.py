@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from bench.load import GEMINI_IMAGE, MIN_BODY_BYTES, OPENAI_IMAGE, Target, gemini_image
+from bench.load import GEMINI_IMAGE, MIN_BODY_BYTES, OPENAI_IMAGE, Client, Target, gemini_image
 
 PROMPT = "a red bicycle"
 SIZE = "1024x1024"
@@ -61,7 +61,7 @@ class RouteSpec:
         """The gateway's environment entry that carries the upstream key (none for sim)."""
         return {self.key_env: key} if self.key_env else {}
 
-    def gateway_target(self, gateway_url: str, *, parse: bool = False) -> Target:
+    def gateway_target(self, gateway_url: str, *, client: Client = "bytes") -> Target:
         body = {"model": self.alias, "prompt": PROMPT, "size": SIZE}
         return Target(
             name="gateway",
@@ -70,13 +70,15 @@ class RouteSpec:
             headers={"Content-Type": "application/json"},
             image_pattern=OPENAI_IMAGE,
             min_bytes=self.min_body_bytes,
-            parse=parse,
+            client=client,
         )
 
-    def direct_target(self, upstream_url: str, key: str, *, parse: bool = False) -> Target | None:
+    def direct_target(
+        self, upstream_url: str, key: str, *, client: Client = "bytes"
+    ) -> Target | None:
         """The upstream's own wire request for the same image, straight to the fake."""
         target = self._direct_target(upstream_url, key)
-        return None if target is None else dataclasses.replace(target, parse=parse)
+        return None if target is None else dataclasses.replace(target, client=client)
 
     def _direct_target(self, upstream_url: str, key: str) -> Target | None:
         if self.provider_kind == "openai":

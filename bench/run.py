@@ -72,8 +72,12 @@ class Plan:
     quick: bool = False
     # mallopt in the client process (see procs.tune_own_allocator); False = glibc defaults.
     tune_client_allocator: bool = True
-    # c=16 and c=64 again with the client that parses each answer as an SDK does (bench/load.py).
+    # c=16 and c=64 again with the client that parses each answer with orjson (bench/load.py).
     parsing_client: bool = True
+    # c=16 and c=64 again on the official SDKs' transport and parser (bench/load.py).
+    sdk_client: bool = True
+    # bench/reference_gateway.py measured beside imagegate in every phase: the floor.
+    reference: bool = True
     # c=16 and c=64 are measured in this many alternating rounds (the count or time is split).
     rounds: int = 3
     # c=64 again with the gateway on a core of its own, the client and the fake on the other.
@@ -172,11 +176,17 @@ async def bench_route(spec: RouteSpec, plan: Plan, procs: ProcessSet) -> dict[st
     gateway = procs.start_gateway(spec.settings(fake.url if fake else None), spec.key_env_for(key))
     targets = [spec.gateway_target(gateway.url)]
     direct = spec.direct_target(fake.url, key) if fake else None
-    if direct is not None:
-        # Direct first at each level, the gateway right after (alternating in later rounds):
-        # both see the same machine state.
-        targets.insert(0, direct)
     watched = {"gateway": gateway, "fake": fake}
+    if direct is not None and fake is not None:
+        if plan.reference:
+            # The floor, between direct and imagegate: what any gateway on this stack costs.
+            reference = procs.start_reference(spec, fake.url, key)
+            watched["reference"] = reference
+            floor = dataclasses.replace(spec.gateway_target(reference.url), name="reference")
+            targets.insert(0, floor)
+        # Direct first at each level, the gateways right after (alternating in later rounds):
+        # all see the same machine state.
+        targets.insert(0, direct)
     outcome: dict[str, Any] = {"title": spec.title, "phases": {}}
     async with load.new_session() as session:
         await _first_requests(session, targets, gateway)
@@ -186,11 +196,16 @@ async def bench_route(spec: RouteSpec, plan: Plan, procs: ProcessSet) -> dict[st
             outcome["phases"][label] = await _level(
                 session, targets, concurrency, count, plan, watched
             )
-        if plan.parsing_client and direct is not None:
-            parsing = [dataclasses.replace(target, parse=True) for target in targets]
+        clients: list[load.Client] = []
+        if plan.parsing_client:
+            clients.append("parsing")
+        if plan.sdk_client:
+            clients.append("sdk")
+        for client in clients if direct is not None else []:
+            variant = [dataclasses.replace(target, client=client) for target in targets]
             for label, concurrency, count in levels[1:]:
-                outcome["phases"][f"{label}_parsing"] = await _level(
-                    session, parsing, concurrency, count, plan, watched
+                outcome["phases"][f"{label}_{client}"] = await _level(
+                    session, variant, concurrency, count, plan, watched
                 )
         cpus = sorted(os.sched_getaffinity(0))
         if plan.pinned and direct is not None and fake is not None and len(cpus) >= 2:
@@ -206,7 +221,7 @@ async def bench_route(spec: RouteSpec, plan: Plan, procs: ProcessSet) -> dict[st
 
 
 async def _pinned_level(
-    session: aiohttp.ClientSession,
+    session: load.Session,
     targets: Sequence[load.Target],
     plan: Plan,
     watched: Mapping[str, Proc | None],
@@ -223,19 +238,21 @@ async def _pinned_level(
     everyone = shared | own
     gateway, fake = watched["gateway"], watched["fake"]
     assert gateway is not None and fake is not None
+    gateways = [proc.pid for name in ("gateway", "reference") if (proc := watched.get(name))]
     try:
         pin(0, shared)
         pin(fake.pid, shared)
-        pin(gateway.pid, own)
+        for pid in gateways:
+            pin(pid, own)
         return await _level(session, targets, 64, 0, plan, watched)
     finally:
-        for pid in (0, fake.pid, gateway.pid):
+        for pid in (0, fake.pid, *gateways):
             with contextlib.suppress(OSError):
                 pin(pid, everyone)
 
 
 async def _first_requests(
-    session: aiohttp.ClientSession, targets: Sequence[load.Target], gateway: Proc
+    session: load.Session, targets: Sequence[load.Target], gateway: Proc
 ) -> None:
     """One request per target before any load: a broken route fails here, not 800 times."""
     for target in targets:
@@ -251,7 +268,7 @@ async def _first_requests(
 
 
 async def _level(
-    session: aiohttp.ClientSession,
+    session: load.Session,
     targets: Sequence[load.Target],
     concurrency: int,
     count: int,
@@ -271,7 +288,7 @@ async def _level(
 
 
 async def _measure(
-    session: aiohttp.ClientSession,
+    session: load.Session,
     target: load.Target,
     concurrency: int,
     count: int,
@@ -293,10 +310,10 @@ async def _measure(
         else:
             measured = load.run_for(session, target, concurrency, plan.c64_seconds / rounds)
     tally, cpu = await _with_cpu(measured, watched)
-    client = " parsing" if target.parse else ""
+    client = "" if target.client == "bytes" else f" {target.client}"
     round_ = f" {index + 1}/{rounds}" if rounds > 1 else ""
     print(
-        f"   {target.name:8} c={concurrency:<3}{client}{round_}"
+        f"   {target.name:9} c={concurrency:<3}{client}{round_}"
         f" {report.phase_line(target.name, _summary(tally, cpu, concurrency))}",
         flush=True,
     )
@@ -327,7 +344,7 @@ def _summary(tally: load.Tally, cpu: Mapping[str, float], concurrency: int) -> d
     summary["cpu_s"] = {name: round(seconds, 3) for name, seconds in cpu.items()}
     summary["cpu_ms_per_image"] = {
         name: round(cpu[name] * 1000 / tally.ok, 3) if tally.ok else None
-        for name in ("gateway", "fake", "client")
+        for name in ("gateway", "reference", "fake", "client")
         if name in cpu
     }
     return summary
@@ -354,7 +371,7 @@ async def _with_cpu(
 
 
 async def _profile(
-    session: aiohttp.ClientSession,
+    session: load.Session,
     target: load.Target,
     gateway: Proc,
     plan: Plan,
@@ -485,7 +502,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-parsing-client",
         action="store_true",
-        help="skip c=16 and c=64 with the client that parses each answer as an SDK does",
+        help="skip c=16 and c=64 with the client that parses each answer with orjson",
+    )
+    parser.add_argument(
+        "--no-sdk-client",
+        action="store_true",
+        help="skip c=16 and c=64 on the official SDKs' transport and parser (httpx2, json)",
+    )
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="do not measure bench/reference_gateway.py (the floor) beside imagegate",
     )
     parser.add_argument(
         "--no-pinned",
@@ -509,6 +536,10 @@ def plan_from(args: argparse.Namespace) -> Plan:
         plan = replace(plan, tune_client_allocator=False)
     if args.no_parsing_client:
         plan = replace(plan, parsing_client=False)
+    if args.no_sdk_client:
+        plan = replace(plan, sdk_client=False)
+    if args.no_reference:
+        plan = replace(plan, reference=False)
     if args.no_pinned:
         plan = replace(plan, pinned=False)
     return plan
