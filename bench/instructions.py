@@ -82,15 +82,19 @@ async def compare(args: argparse.Namespace) -> None:
     with ProcessSet(keep_logs=args.keep_logs) as procs:
         fake = procs.start_fake(spec.fake_kind, "cg-key")
         env = spec.key_env_for("cg-key")
-        base = revision_source(args.base, procs.workdir)
+        floor = args.base == "reference"
+        base = {} if floor else revision_source(args.base, procs.workdir)
         revisions: dict[str, dict[str, str]] = {f"A {args.base}": base, "B working tree": {}}
         for index, (name, source) in enumerate(revisions.items()):
             out = procs.workdir / f"callgrind-{index}.out"
             wrapper = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
             wrapper.append(f"--callgrind-out-file={out}")
-            gateway = procs.start_gateway(
-                spec.settings(fake.url), {**env, **source}, timeout=600, wrapper=wrapper
-            )
+            if floor and index == 0:
+                gateway = procs.start_reference(spec, fake.url, "cg-key", 600, wrapper)
+            else:
+                gateway = procs.start_gateway(
+                    spec.settings(fake.url), {**env, **source}, timeout=600, wrapper=wrapper
+                )
             results[name] = await measure(gateway, args, out)
             procs.stop(gateway)
             print(f"  {name:20} {results[name]:.3f} M instructions per request", flush=True)
@@ -101,7 +105,11 @@ async def compare(args: argparse.Namespace) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--base", default="HEAD", help="git revision to compare against")
+    parser.add_argument(
+        "--base",
+        default="HEAD",
+        help="git revision to compare against; reference: bench/reference_gateway.py (the floor)",
+    )
     parser.add_argument(
         "--route", default="openai", choices=[n for n, r in ROUTES.items() if r.fake_kind]
     )

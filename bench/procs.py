@@ -195,15 +195,22 @@ class ProcessSet:
         _wait_for_health(proc, f"{proc.url}/healthz", timeout)
         return proc
 
-    def start_reference(self, spec: RouteSpec, upstream_url: str, key: str) -> Proc:
+    def start_reference(
+        self,
+        spec: RouteSpec,
+        upstream_url: str,
+        key: str,
+        timeout: float = 30.0,
+        wrapper: Sequence[str] = (),
+    ) -> Proc:
         """bench/reference_gateway.py for `spec`'s route, with the gateway's allocator settings."""
         port = free_port()
-        argv = [sys.executable, str(REPO / "bench" / "reference_gateway.py"), "--port", str(port)]
-        argv += ["--upstream", upstream_url, "--kind", spec.provider_kind, "--key", key]
-        argv += ["--model", spec.model]
+        argv = [*wrapper, sys.executable, str(REPO / "bench" / "reference_gateway.py")]
+        argv += ["--port", str(port), "--upstream", upstream_url, "--kind", spec.provider_kind]
+        argv += ["--key", key, "--model", spec.model]
         proc = self.spawn("reference", argv, env=ALLOCATOR_ENV)
         proc.url = f"http://127.0.0.1:{port}"
-        _wait_for_health(proc, f"{proc.url}/healthz", 30.0)
+        _wait_for_health(proc, f"{proc.url}/healthz", timeout)
         return proc
 
 
