@@ -158,3 +158,34 @@ async def test_a_backlog_holds_new_admissions_but_never_a_settlement(
     await admit(ledger, None, "c")  # the database caught up first
     assert set(await requests(engine)) == {"a", "b"}
     await ledger.close()
+
+
+async def test_a_backlog_goes_to_the_database_in_few_transactions(
+    engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Under full load a transaction is slow however few records it holds (each statement's
+    round trip to the database's thread waits for the busy event loop). So a cycle takes all
+    that is queued, up to `max_apply` per transaction. 256 at a time, the writer fell seconds
+    behind at ~800 requests/s, and admission stalled on the backlog."""
+    ledger = make_ledger(engine, tmp_path)
+    await ledger.recover(300)
+    sizes: list[int] = []
+
+    async def counted(engine: AsyncEngine, records: Sequence[dict[str, Any]]) -> int:
+        sizes.append(len(records))
+        return await apply(engine, records)
+
+    ledger.writer.apply_batch = counted
+    for i in range(1000):  # the writer is not started: all of it is queued
+        await ledger.book_success(await admit(ledger, None, f"a{i}"), served())
+    await ledger.flush()
+    assert sizes == [1000]
+
+    ledger.writer.max_apply = 300
+    for i in range(700):
+        await ledger.book_success(await admit(ledger, None, f"b{i}"), served())
+    await ledger.flush()
+    assert sizes == [1000, 300, 300, 100]
+    booked = await requests(engine)
+    assert len(booked) == 1700 and set(booked.values()) == {("succeeded", 10_000, "table")}
+    await ledger.close()

@@ -110,7 +110,7 @@ class Ledger:
         if self.journal is not None and not self.journal.is_open:
             left = self.journal.open()
             records = [record for path in left for record in read(path)]
-            applied, size = 0, self.writer.max_batch
+            applied, size = 0, self.writer.max_apply
             for start in range(0, len(records), size):
                 applied += await apply(self.store.engine, records[start : start + size])
             self.journal.remove(left)
