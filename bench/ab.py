@@ -6,6 +6,11 @@ gateways serve the same fake at the same time of day: the base revision (`src/` 
 unpacked and put first on its PYTHONPATH, as `chaos.py --gateway-rev` does) and the working
 tree. Phases alternate, A B B A A B ..., and
 the medians of gateway CPU per image, req/s and p50 are printed with every phase's CPU figure.
+
+`--direct` and `--reference` add the direct call to the fake and the floor gateway
+(`reference_gateway.py`) as further subjects in the same rotation; the gateways' req/s and p50
+are then also given against direct. `--base none` leaves the base revision out, and
+`--client bytes|parsing|sdk` picks the load client (bench/load.py).
 """
 
 from __future__ import annotations

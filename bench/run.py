@@ -3,9 +3,11 @@
 
 Per route it starts a fake upstream and a fresh gateway as their own processes, then measures the
 load client calling the fake directly against calling it through the gateway, in the same run:
-latency at concurrency 1 and 16, throughput and CPU per image at 64, a py-spy profile of the
-gateway at 64, and a burst of 500 held requests on a freshly started pair. Figures go to the
-terminal, to bench/results/latest.json and (full runs) to docs/benchmarks.md.
+latency at concurrency 1 and 16, throughput and CPU per image at 64 (again with the parsing and
+the SDK client, and with the gateway on a core of its own), a py-spy profile of the gateway at
+64, and a burst of 500 held requests on a freshly started pair. The floor gateway
+(`reference_gateway.py`) is measured beside imagegate in every phase but the burst. Figures go
+to the terminal, to bench/results/latest.json and (full runs) to docs/benchmarks.md.
 """
 
 from __future__ import annotations
