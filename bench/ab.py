@@ -87,9 +87,9 @@ async def compare(args: argparse.Namespace) -> None:
     }
     for name, rows in figures.items():
         cpu, rate, p50 = medians[name]
-        each = " ".join(f"{row[0]:.2f}" for row in rows)
-        what = "gateway CPU/image" if subjects[name][1] else "(direct)        "
-        measured = f"{what} {cpu:.3f} ms  {rate:.0f} req/s  p50 {p50:.1f} ms"
+        each = " ".join(f"{row[0]:.2f}" for row in rows) if subjects[name][1] else "–"
+        cpu_text = f"{cpu:.3f} ms" if subjects[name][1] else "–"  # no gateway: no CPU of one
+        measured = f"gateway CPU/image {cpu_text}  {rate:.0f} req/s  p50 {p50:.1f} ms"
         if "direct" in medians and name != "direct":
             measured += f"  ({100 * rate / medians['direct'][1]:.1f} % of direct req/s,"
             measured += f" p50 {p50 - medians['direct'][2]:+.1f} ms)"
